@@ -1,0 +1,1 @@
+//! Endpoint sets and load balancing.

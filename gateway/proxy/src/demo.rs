@@ -1,0 +1,1 @@
+//! `levee demo`: the gateway with an embedded config and built-in demo upstreams.

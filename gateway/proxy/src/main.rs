@@ -1,0 +1,3 @@
+//! The `levee` binary.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Test support: upstream servers, clients and a gateway harness for end-to-end tests.
