@@ -1,1 +1,153 @@
-//! `levee demo`: the gateway with an embedded config and built-in demo upstreams.
+//! `levee demo`: the gateway with an embedded config and built-in demo upstreams on loopback.
+//!
+//! The demo needs no files and no network beyond loopback. It starts three small upstream
+//! servers (two healthy ones and one flaky one that fails a third of its requests), writes the
+//! embedded config into a temporary directory (so an operator can edit it and watch the hot
+//! reload), starts the gateway on it, and prints what to curl.
+
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::gateway::{Gateway, GatewayOptions};
+
+/// The demo's config. `{catalog_a}` and friends are replaced by the demo upstreams' addresses.
+const DEMO_CONFIG: &str = include_str!("demo.yaml");
+
+/// Runs the demo until Ctrl-C.
+pub async fn run(port: u16, admin_port: u16) -> anyhow::Result<()> {
+    let catalog_a = spawn_upstream("catalog-a", Behaviour::Healthy).await?;
+    let catalog_b = spawn_upstream("catalog-b", Behaviour::Healthy).await?;
+    let flaky = spawn_upstream("flaky", Behaviour::FailsEveryThird).await?;
+
+    let dir = DemoDir::create()?;
+    let config = DEMO_CONFIG
+        .replace("{port}", &port.to_string())
+        .replace("{admin_port}", &admin_port.to_string())
+        .replace("{catalog_a}", &catalog_a.to_string())
+        .replace("{catalog_b}", &catalog_b.to_string())
+        .replace("{flaky}", &flaky.to_string());
+    let config_path = dir.path.join("levee.yaml");
+    std::fs::write(&config_path, config)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+
+    let gateway = Gateway::start(GatewayOptions::new(&config_path)).await?;
+    let public = gateway
+        .listener_addr("public")
+        .context("the demo listener did not bind")?;
+    let admin = gateway.admin_addr();
+
+    let banner = format!(
+        "\n\
+         Levee demo is running.\n\
+         \n\
+         \x20 Upstreams on loopback: catalog-a {catalog_a}, catalog-b {catalog_b}, flaky {flaky}\n\
+         \n\
+         \x20 curl -i http://{public}/catalog/items     # round-robin over two healthy upstreams\n\
+         \x20 curl -i http://{public}/flaky/            # an upstream that fails every third request\n\
+         \x20 curl -i http://{public}/                  # least-request over a healthy and the flaky one\n\
+         \x20 curl -i http://{public}/nowhere -H 'host: other.example'   # no route: a JSON 404\n\
+         \n\
+         \x20 status page  http://{admin}/\n\
+         \x20 metrics      http://{admin}/metrics\n\
+         \x20 clusters     http://{admin}/clusters\n\
+         \x20 config       {config}  (edit it: the gateway reloads it within a second)\n\
+         \n\
+         Press Ctrl-C to stop.\n",
+        config = config_path.display(),
+    );
+    let _ = std::io::stdout().write_all(banner.as_bytes());
+    gateway.run_until_signal().await
+}
+
+/// How a demo upstream answers.
+#[derive(Debug, Clone, Copy)]
+enum Behaviour {
+    /// 200 with a small JSON body.
+    Healthy,
+    /// 503 on every third request, 200 otherwise.
+    FailsEveryThird,
+}
+
+/// Starts a demo upstream on `127.0.0.1:0` and returns its address.
+async fn spawn_upstream(name: &'static str, behaviour: Behaviour) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let served = Arc::new(AtomicU64::new(0));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let served = served.clone();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let n = served.fetch_add(1, Ordering::Relaxed) + 1;
+                async move { Ok::<_, Infallible>(answer(name, behaviour, n, &req)) }
+            });
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(address)
+}
+
+fn answer(
+    name: &str,
+    behaviour: Behaviour,
+    n: u64,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let failing = matches!(behaviour, Behaviour::FailsEveryThird) && n % 3 == 0;
+    let status = if failing {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = serde_json::json!({
+        "upstream": name,
+        "request": n,
+        "path": req.uri().path(),
+        "request_id": req.headers().get("x-request-id").and_then(|v| v.to_str().ok()),
+        "ok": !failing,
+    });
+    let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A temporary directory for the demo config, removed when the demo ends.
+#[derive(Debug)]
+struct DemoDir {
+    path: PathBuf,
+}
+
+impl DemoDir {
+    fn create() -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(format!("levee-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for DemoDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

@@ -1,11 +1,35 @@
 //! Starting, reloading and stopping a whole gateway.
 //!
-//! OWNER: lead. Signatures are the interface for tests; bodies are being written.
+//! [`Gateway::start`] loads the config, builds the first [`Snapshot`], binds the listeners and
+//! the admin listener, and starts the reload loop. The reload loop is the only writer of the
+//! `ArcSwap<Snapshot>`: every trigger (file watch, SIGHUP, `POST /config/reload`) sends it a
+//! [`ReloadRequest`], so reloads never race each other. A reload parses, validates and builds
+//! the new snapshot off the request path and swaps it in with one store; on any error the old
+//! snapshot keeps serving.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::reload::ReloadHandle;
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use levee_config::{Config, Source, StdFileSystem};
+use tokio::sync::{mpsc, watch};
+
+use crate::access_log::AccessLog;
+use crate::admin::{self, AdminState};
+use crate::listener::ListenerSet;
+use crate::metrics::{Metrics, ReloadResult};
+use crate::proxy::Proxy;
+use crate::readiness::Readiness;
+use crate::reload::{self, FileWatcher, ReloadCause, ReloadHandle, ReloadRequest};
+use crate::snapshot::{BuildContext, Snapshot};
+
+/// How long file events are collected before one reload is asked for. Editors write a file in
+/// several steps (truncate, write, rename); 200ms joins them while keeping reloads well under
+/// the one second an operator expects.
+const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// How to start a gateway.
 #[derive(Debug, Clone)]
@@ -30,26 +54,122 @@ impl GatewayOptions {
 /// A running gateway: listeners, admin, reload loop.
 #[derive(Debug)]
 pub struct Gateway {
+    shared: Arc<Shared>,
+    admin_addr: SocketAddr,
     reload: ReloadHandle,
+    stop_admin: watch::Sender<bool>,
+    reload_loop: tokio::task::JoinHandle<()>,
+}
+
+/// What the reload loop and shutdown share.
+#[derive(Debug)]
+struct Shared {
+    config_path: PathBuf,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    listeners: ListenerSet,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
 }
 
 impl Gateway {
     /// Loads the config, binds every listener and the admin listener, and starts serving.
     /// A config error fails with every message (file, line, key).
     pub async fn start(options: GatewayOptions) -> anyhow::Result<Gateway> {
-        let _ = options;
-        anyhow::bail!("not yet")
+        let config_path = absolute(&options.config_path)?;
+        let (config, hash) = read_config(&config_path).await.map_err(anyhow::Error::msg)?;
+        let config = Arc::new(config);
+
+        let metrics = Metrics::new();
+        let readiness = Arc::new(Readiness::default());
+        let ctx = BuildContext {
+            metrics: metrics.clone(),
+        };
+        let first = Snapshot::build(config.clone(), 1, hash, None, &ctx)
+            .context("building the first snapshot")?;
+        first.prepare().await;
+        let snapshot = Arc::new(ArcSwap::from_pointee(first));
+        readiness.set_config_loaded();
+
+        let proxy = Proxy::new(
+            snapshot.clone(),
+            metrics.clone(),
+            AccessLog::new(config.log.access_log),
+        );
+        let listeners = ListenerSet::new(proxy, metrics.clone());
+        listeners.apply(&config.listeners).await?;
+        for listener in &config.listeners {
+            if let Some(address) = listeners.local_addr(&listener.name) {
+                tracing::info!(listener = %listener.name, %address, "listener bound");
+            }
+        }
+
+        let admin_listener = tokio::net::TcpListener::bind(config.admin.address)
+            .await
+            .with_context(|| format!("binding the admin listener on {}", config.admin.address))?;
+        let admin_addr = admin_listener.local_addr()?;
+        let token = match &config.admin.token_file {
+            Some(path) => Some(read_token(path).await?),
+            None => None,
+        };
+        tracing::info!(address = %admin_addr, "admin listener bound");
+        readiness.set_listeners_bound();
+
+        let (reload, requests) = reload::channel();
+        let shared = Arc::new(Shared {
+            config_path,
+            snapshot: snapshot.clone(),
+            listeners,
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        });
+        reload.record(ReloadCause::Startup, &Ok(1));
+
+        let (stop_admin, mut stopped) = watch::channel(false);
+        let state = Arc::new(AdminState {
+            snapshot,
+            metrics,
+            readiness,
+            reload: reload.clone(),
+            token,
+        });
+        tokio::spawn(admin::serve(admin_listener, state, async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }));
+
+        let watcher = if options.watch {
+            let files = watched_files(&shared.config_path, &config);
+            Some(
+                FileWatcher::start(files, WATCH_DEBOUNCE, reload.clone())
+                    .context("watching the config file")?,
+            )
+        } else {
+            None
+        };
+        reload::spawn_sighup(reload.clone());
+        let reload_loop = tokio::spawn(reload_loop(
+            shared.clone(),
+            reload.clone(),
+            requests,
+            watcher,
+        ));
+
+        Ok(Gateway {
+            shared,
+            admin_addr,
+            reload,
+            stop_admin,
+            reload_loop,
+        })
     }
 
     /// The bound address of the listener called `name`.
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        let _ = name;
-        None
+        self.shared.listeners.local_addr(name)
     }
 
     /// The bound admin address.
     pub fn admin_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], 0))
+        self.admin_addr
     }
 
     /// Triggers reloads (the same as `POST /config/reload`) and reads their status.
@@ -57,9 +177,190 @@ impl Gateway {
         self.reload.clone()
     }
 
+    /// The snapshot serving now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
     /// Drains and stops, as SIGTERM does: `/readyz` turns 503, waits `drain_delay`, stops
     /// accepting, and waits up to `drain_timeout` for in-flight requests.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        let shutdown = self.shared.snapshot.load().config.shutdown.clone();
+        self.shared.readiness.set_draining();
+        tracing::info!(
+            drain_delay = ?shutdown.drain_delay,
+            drain_timeout = ?shutdown.drain_timeout,
+            "draining"
+        );
+        tokio::time::sleep(shutdown.drain_delay).await;
+        self.shared.listeners.stop_accepting();
+        let finished = self.shared.listeners.drain(shutdown.drain_timeout).await;
+        if finished {
+            tracing::info!("drained: every connection finished");
+        } else {
+            tracing::warn!("drain timeout: closing the connections still open");
+        }
+        self.reload_loop.abort();
+        let _ = self.stop_admin.send(true);
         Ok(())
     }
+
+    /// Serves until SIGTERM or SIGINT, then drains as [`Gateway::shutdown`] does. A second
+    /// signal during the drain exits the process at once.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+        }
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            tracing::warn!("second signal: exiting without draining");
+            std::process::exit(130);
+        });
+        self.shutdown().await
+    }
+}
+
+// === reload ===
+
+/// Applies reload requests one at a time, so two triggers never build snapshots concurrently.
+async fn reload_loop(
+    shared: Arc<Shared>,
+    handle: ReloadHandle,
+    mut requests: mpsc::Receiver<ReloadRequest>,
+    watcher: Option<FileWatcher>,
+) {
+    while let Some(request) = requests.recv().await {
+        // Triggers that arrived while we were busy are answered by this one reload: the file
+        // is read once, after all of them.
+        let mut waiting = vec![request];
+        while let Ok(more) = requests.try_recv() {
+            waiting.push(more);
+        }
+        let cause = waiting[0].cause;
+        let started = Instant::now();
+        let outcome = reload_once(&shared).await;
+        let took = started.elapsed();
+        handle.record(cause, &outcome);
+        match &outcome {
+            Ok(version) => {
+                shared.metrics.config_reloaded(ReloadResult::Success);
+                tracing::info!(
+                    ?cause,
+                    version,
+                    duration_ms = took.as_secs_f64() * 1e3,
+                    "config reloaded"
+                );
+                if let Some(watcher) = &watcher {
+                    let config = shared.snapshot.load().config.clone();
+                    if let Err(error) =
+                        watcher.set_files(watched_files(&shared.config_path, &config))
+                    {
+                        tracing::warn!(%error, "could not watch the new config's files");
+                    }
+                }
+            }
+            Err(error) => {
+                shared.metrics.config_reloaded(ReloadResult::Error);
+                tracing::error!(?cause, %error, "config reload failed; the old config keeps serving");
+            }
+        }
+        for request in waiting {
+            if let Some(reply) = request.reply {
+                let _ = reply.send(outcome.clone());
+            }
+        }
+    }
+}
+
+/// Reads, validates and builds the config file, then swaps it in. Any error leaves the
+/// serving snapshot untouched.
+async fn reload_once(shared: &Shared) -> Result<u64, String> {
+    let (config, hash) = read_config(&shared.config_path).await?;
+    let config = Arc::new(config);
+    let current = shared.snapshot.load_full();
+    let version = current.version + 1;
+    let ctx = BuildContext {
+        metrics: shared.metrics.clone(),
+    };
+    let next = Snapshot::build(config.clone(), version, hash, Some(&current), &ctx)
+        .map_err(|error| error.to_string())?;
+    next.prepare().await;
+    if config.admin != current.config.admin {
+        tracing::warn!("admin listener changes apply at the next restart");
+    }
+    // Listeners are applied before the swap: a listener bound now serves the current snapshot
+    // for the instant until the store below, which is harmless, while a bind failure must
+    // reject the whole reload.
+    shared
+        .listeners
+        .apply(&config.listeners)
+        .await
+        .map_err(|error| error.to_string())?;
+    shared.snapshot.store(Arc::new(next));
+    Ok(version)
+}
+
+/// Reads and validates the config file; the error text lists every problem found.
+async fn read_config(path: &Path) -> Result<(Config, String), String> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    let config = levee_config::load(&Source { path, text: &text }, &StdFileSystem)
+        .map_err(|errors| errors.to_string())?;
+    Ok((config, content_hash(text.as_bytes())))
+}
+
+/// Every file whose change should trigger a reload: the config file and the files it names.
+fn watched_files(config_path: &Path, config: &Config) -> Vec<PathBuf> {
+    let mut files = vec![config_path.to_path_buf()];
+    for listener in &config.listeners {
+        if let Some(tls) = &listener.tls {
+            for pair in &tls.certificates {
+                files.push(pair.cert.clone());
+                files.push(pair.key.clone());
+            }
+        }
+    }
+    for cluster in &config.clusters {
+        if let Some(ca) = cluster.tls.as_ref().and_then(|tls| tls.ca_file.clone()) {
+            files.push(ca);
+        }
+    }
+    files.sort();
+    files.dedup();
+    files
+}
+
+async fn read_token(path: &Path) -> anyhow::Result<String> {
+    let token = tokio::fs::read_to_string(path)
+        .await
+        .with_context(|| format!("reading the admin token file {}", path.display()))?;
+    let token = token.trim().to_string();
+    anyhow::ensure!(!token.is_empty(), "the admin token file {} is empty", path.display());
+    Ok(token)
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()?.join(path))
+    }
+}
+
+/// FNV-1a over the config text, as 16 hex digits. It tells versions apart in `/config`; it is
+/// not a security measure.
+fn content_hash(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }

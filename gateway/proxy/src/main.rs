@@ -1,3 +1,5 @@
-//! The `levee` binary.
+//! The `levee` binary; everything lives in the library so tests can run the same code.
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    levee::cli::main()
+}

@@ -1,10 +1,38 @@
 //! Prometheus metrics, exposed as text on the admin `/metrics` endpoint.
 //!
-//! OWNER: admin/metrics helper. The signatures below are the interface; fill in the bodies.
+//! One [`Metrics`] lives for the whole process (it survives reloads), so counters keep counting
+//! across config versions. `observe_request` runs once per request: its label sets are built from
+//! `Arc<str>` clones (no allocation), and a label set seen before is found under the family's read
+//! lock, so the steady state takes no write lock and allocates nothing.
+//!
+//! Names deliberately avoid a gauge and a counter sharing a family name: OpenMetrics (the format
+//! `prometheus-client` writes) forbids two families `levee_x` (gauge) and `levee_x` (counter, sample
+//! `levee_x_total`). Open connections are therefore `levee_downstream_connections_active` and
+//! `levee_upstream_connections_active`.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::access_log::RequestRecord;
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds (seconds) of the request latency buckets: 0.5ms to 10s in 1-2.5-5 steps, so a
+/// dashboard can tell a cache hit (sub-millisecond) from a slow upstream (seconds) and the bucket
+/// labels stay readable.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// The result of one config reload attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,9 +43,303 @@ pub enum ReloadResult {
     Error,
 }
 
-/// Every metric the gateway exports.
-#[derive(Debug, Default)]
-pub struct Metrics {}
+// === label sets ===
+
+/// A label value that reads `none` when absent (a request that matched no route, or never reached
+/// a cluster), so absent and empty never look alike.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct OrNone(Option<Arc<str>>);
+
+impl EncodeLabelValue for OrNone {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let value: &str = self.0.as_deref().unwrap_or("none");
+        EncodeLabelValue::encode(&value, encoder)
+    }
+}
+
+/// The class of the status sent downstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum StatusClass {
+    Informational,
+    Success,
+    Redirection,
+    ClientError,
+    ServerError,
+    /// No status was sent (the connection broke first).
+    None,
+}
+
+impl StatusClass {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Informational => "1xx",
+            Self::Success => "2xx",
+            Self::Redirection => "3xx",
+            Self::ClientError => "4xx",
+            Self::ServerError => "5xx",
+            Self::None => "none",
+        }
+    }
+
+    fn of(status: u16) -> Self {
+        match status {
+            100..=199 => Self::Informational,
+            200..=299 => Self::Success,
+            300..=399 => Self::Redirection,
+            400..=499 => Self::ClientError,
+            500..=599 => Self::ServerError,
+            _ => Self::None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Direction {
+    In,
+    Out,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Outcome {
+    Success,
+    Error,
+}
+
+impl EncodeLabelValue for StatusClass {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let value = match self {
+            Self::In => "in",
+            Self::Out => "out",
+        };
+        EncodeLabelValue::encode(&value, encoder)
+    }
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let value = match self {
+            Self::Success => "success",
+            Self::Error => "error",
+        };
+        EncodeLabelValue::encode(&value, encoder)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    listener: Arc<str>,
+    route: OrNone,
+    cluster: OrNone,
+    status_class: StatusClass,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DurationLabels {
+    route: OrNone,
+    cluster: OrNone,
+    status_class: StatusClass,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ErrorLabels {
+    route: OrNone,
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BytesLabels {
+    direction: Direction,
+    route: OrNone,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: Arc<str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointLabels {
+    cluster: Arc<str>,
+    endpoint: Arc<str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReloadLabels {
+    result: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+fn new_latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Every metric the gateway exports, under the `levee_` prefix:
+///
+/// - `levee_requests_total{listener,route,cluster,status_class}`; `status_class` is `1xx`..`5xx`
+///   or `none` when no status was sent; `route`/`cluster` are `none` when absent.
+/// - `levee_request_duration_seconds{route,cluster,status_class}`, buckets 0.5ms to 10s.
+/// - `levee_request_errors_total{route,kind}` for requests with a gateway error kind.
+/// - `levee_request_bytes_total{direction="in|out",route}` (body bytes).
+/// - `levee_downstream_connections_active{listener}`, `levee_downstream_connections_total`,
+///   `levee_downstream_connections_rejected_total`.
+/// - `levee_upstream_connections_active{cluster,endpoint}`, `levee_upstream_connections_total`,
+///   `levee_upstream_connect_failures_total`.
+/// - `levee_config_reloads_total{result="success|error"}`, `levee_config_last_reload_success`
+///   (1/0), `levee_config_last_reload_timestamp_seconds`.
+/// - `levee_build_info{version}` = 1.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
+    request_errors: Family<ErrorLabels, Counter>,
+    request_bytes: Family<BytesLabels, Counter>,
+    downstream_active: Family<ListenerLabels, Gauge>,
+    downstream_total: Family<ListenerLabels, Counter>,
+    downstream_rejected: Family<ListenerLabels, Counter>,
+    upstream_active: Family<EndpointLabels, Gauge>,
+    upstream_total: Family<EndpointLabels, Counter>,
+    upstream_connect_failures: Family<EndpointLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
+    last_reload_success: Gauge,
+    last_reload_timestamp: Gauge<f64, AtomicU64>,
+}
+
+// === impl Metrics ===
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The registry's Debug prints every metric; that is noise in a Debug of a parent struct.
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("levee");
+
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests finished, by listener, route, cluster and status class",
+            requests.clone(),
+        );
+        let request_duration =
+            Family::<DurationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                new_latency_histogram,
+            );
+        registry.register_with_unit(
+            "request_duration",
+            "Time from request arrival to the end of the response body",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+        let request_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "request_errors",
+            "Requests that ended with a gateway error, by kind (the x-levee-error value)",
+            request_errors.clone(),
+        );
+        let request_bytes = Family::<BytesLabels, Counter>::default();
+        registry.register(
+            "request_bytes",
+            "Body bytes received from (in) and sent to (out) downstream clients",
+            request_bytes.clone(),
+        );
+
+        let downstream_active = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "downstream_connections_active",
+            "Open downstream connections",
+            downstream_active.clone(),
+        );
+        let downstream_total = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "downstream_connections",
+            "Downstream connections accepted",
+            downstream_total.clone(),
+        );
+        let downstream_rejected = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "downstream_connections_rejected",
+            "Downstream connections closed at accept because the listener was at its limit",
+            downstream_rejected.clone(),
+        );
+
+        let upstream_active = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "upstream_connections_active",
+            "Open upstream connections",
+            upstream_active.clone(),
+        );
+        let upstream_total = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "upstream_connections",
+            "Upstream connections established",
+            upstream_total.clone(),
+        );
+        let upstream_connect_failures = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "upstream_connect_failures",
+            "Failed attempts to connect to an upstream endpoint",
+            upstream_connect_failures.clone(),
+        );
+
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reload attempts, by result",
+            reloads.clone(),
+        );
+        let last_reload_success = Gauge::default();
+        registry.register(
+            "config_last_reload_success",
+            "Whether the last config reload attempt succeeded (1) or failed (0)",
+            last_reload_success.clone(),
+        );
+        let last_reload_timestamp = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "config_last_reload_timestamp",
+            "When the last config reload attempt finished, in seconds since the Unix epoch",
+            Unit::Seconds,
+            last_reload_timestamp.clone(),
+        );
+
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+
+        Self {
+            registry,
+            requests,
+            request_duration,
+            request_errors,
+            request_bytes,
+            downstream_active,
+            downstream_total,
+            downstream_rejected,
+            upstream_active,
+            upstream_total,
+            upstream_connect_failures,
+            reloads,
+            last_reload_success,
+            last_reload_timestamp,
+        }
+    }
+}
 
 impl Metrics {
     /// A fresh registry with every metric registered.
@@ -27,46 +349,341 @@ impl Metrics {
 
     /// Counts a finished request and records its latency.
     pub fn observe_request(&self, record: &RequestRecord) {
-        let _ = record;
+        let route = OrNone(record.route.clone());
+        let cluster = OrNone(record.cluster.clone());
+        let status_class = StatusClass::of(record.status);
+
+        self.request_duration
+            .get_or_create(&DurationLabels {
+                route: route.clone(),
+                cluster: cluster.clone(),
+                status_class,
+            })
+            .observe(record.duration.as_secs_f64());
+
+        if let Some(kind) = record.error_kind {
+            self.request_errors
+                .get_or_create(&ErrorLabels {
+                    route: route.clone(),
+                    kind,
+                })
+                .inc();
+        }
+
+        let mut bytes = BytesLabels {
+            direction: Direction::In,
+            route: route.clone(),
+        };
+        if record.bytes_in > 0 {
+            self.request_bytes
+                .get_or_create(&bytes)
+                .inc_by(record.bytes_in);
+        }
+        if record.bytes_out > 0 {
+            bytes.direction = Direction::Out;
+            self.request_bytes
+                .get_or_create(&bytes)
+                .inc_by(record.bytes_out);
+        }
+
+        self.requests
+            .get_or_create(&RequestLabels {
+                listener: record.listener.clone(),
+                route,
+                cluster,
+                status_class,
+            })
+            .inc();
     }
 
     /// A downstream connection was accepted on `listener`.
     pub fn downstream_connection_opened(&self, listener: &str) {
-        let _ = listener;
+        let labels = ListenerLabels {
+            listener: listener.into(),
+        };
+        self.downstream_total.get_or_create(&labels).inc();
+        self.downstream_active.get_or_create(&labels).inc();
     }
 
     /// A downstream connection on `listener` closed.
     pub fn downstream_connection_closed(&self, listener: &str) {
-        let _ = listener;
+        let labels = ListenerLabels {
+            listener: listener.into(),
+        };
+        self.downstream_active.get_or_create(&labels).dec();
     }
 
     /// A downstream connection on `listener` was refused because the listener is at its limit.
     pub fn downstream_connection_rejected(&self, listener: &str) {
-        let _ = listener;
+        let labels = ListenerLabels {
+            listener: listener.into(),
+        };
+        self.downstream_rejected.get_or_create(&labels).inc();
     }
 
     /// A new upstream connection to `endpoint` of `cluster` was established.
     pub fn upstream_connection_opened(&self, cluster: &str, endpoint: &str) {
-        let _ = (cluster, endpoint);
+        let labels = endpoint_labels(cluster, endpoint);
+        self.upstream_total.get_or_create(&labels).inc();
+        self.upstream_active.get_or_create(&labels).inc();
     }
 
     /// An upstream connection of `cluster` closed.
     pub fn upstream_connection_closed(&self, cluster: &str, endpoint: &str) {
-        let _ = (cluster, endpoint);
+        let labels = endpoint_labels(cluster, endpoint);
+        self.upstream_active.get_or_create(&labels).dec();
     }
 
     /// Connecting to an endpoint of `cluster` failed.
     pub fn upstream_connect_failed(&self, cluster: &str, endpoint: &str) {
-        let _ = (cluster, endpoint);
+        let labels = endpoint_labels(cluster, endpoint);
+        self.upstream_connect_failures.get_or_create(&labels).inc();
     }
 
     /// A config reload finished with `result`.
     pub fn config_reloaded(&self, result: ReloadResult) {
-        let _ = result;
+        let (outcome, success) = match result {
+            ReloadResult::Success => (Outcome::Success, 1),
+            ReloadResult::Error => (Outcome::Error, 0),
+        };
+        self.reloads
+            .get_or_create(&ReloadLabels { result: outcome })
+            .inc();
+        self.last_reload_success.set(success);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.last_reload_timestamp.set(now);
     }
 
-    /// Renders the Prometheus text exposition.
+    /// Renders the OpenMetrics text exposition; serve it with [`CONTENT_TYPE`].
     pub fn encode(&self) -> String {
-        String::new()
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail; an error here could only come from a label encoder,
+        // and ours never fail, so an empty page is the (unreachable) fallback.
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            tracing::warn!("encoding metrics failed");
+        }
+        out
+    }
+}
+
+fn endpoint_labels(cluster: &str, endpoint: &str) -> EndpointLabels {
+    EndpointLabels {
+        cluster: cluster.into(),
+        endpoint: endpoint.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn record(route: Option<&str>, status: u16, error_kind: Option<&'static str>) -> RequestRecord {
+        RequestRecord {
+            start: SystemTime::now(),
+            listener: Arc::from("public"),
+            route: route.map(Arc::from),
+            cluster: route.map(|_| Arc::from("api")),
+            endpoint: Some(([127, 0, 0, 1], 9001).into()),
+            client: ([127, 0, 0, 1], 40000).into(),
+            method: http::Method::GET,
+            path: "/v1/x".into(),
+            version: http::Version::HTTP_11,
+            status,
+            duration: Duration::from_millis(3),
+            bytes_in: 10,
+            bytes_out: 100,
+            request_id: "id".into(),
+            error_kind,
+        }
+    }
+
+    fn sample<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+    }
+
+    #[test]
+    fn counts_requests_by_route_cluster_and_status_class() {
+        let metrics = Metrics::new();
+        metrics.observe_request(&record(Some("api"), 200, None));
+        metrics.observe_request(&record(Some("api"), 204, None));
+        metrics.observe_request(&record(Some("api"), 503, Some("no-healthy-endpoint")));
+        metrics.observe_request(&record(None, 404, Some("no-route")));
+        metrics.observe_request(&record(None, 0, None));
+        let text = metrics.encode();
+
+        assert_eq!(
+            sample(
+                &text,
+                r#"levee_requests_total{listener="public",route="api",cluster="api",status_class="2xx"}"#
+            ),
+            Some("2"),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"levee_requests_total{listener="public",route="api",cluster="api",status_class="5xx"}"#
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"levee_requests_total{listener="public",route="none",cluster="none",status_class="4xx"}"#
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"levee_requests_total{listener="public",route="none",cluster="none",status_class="none"}"#
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"levee_request_errors_total{route="api",kind="no-healthy-endpoint"}"#
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"levee_request_errors_total{route="none",kind="no-route"}"#
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"levee_request_bytes_total{direction="out",route="api"}"#
+            ),
+            Some("300")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"levee_request_bytes_total{direction="in",route="api"}"#
+            ),
+            Some("30")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"levee_request_duration_seconds_count{route="api",cluster="api",status_class="2xx"}"#
+            ),
+            Some("2")
+        );
+        // 3ms falls in the 5ms bucket, not the 2.5ms one.
+        assert_eq!(
+            sample(
+                &text,
+                r#"levee_request_duration_seconds_bucket{le="0.0025",route="api",cluster="api",status_class="2xx"}"#
+            ),
+            Some("0")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"levee_request_duration_seconds_bucket{le="0.005",route="api",cluster="api",status_class="2xx"}"#
+            ),
+            Some("2")
+        );
+        assert!(text.contains(r#"levee_build_info{version=""#), "{text}");
+    }
+
+    #[test]
+    fn tracks_open_and_total_connections() {
+        let metrics = Metrics::new();
+        metrics.downstream_connection_opened("public");
+        metrics.downstream_connection_opened("public");
+        metrics.downstream_connection_closed("public");
+        metrics.downstream_connection_rejected("public");
+        metrics.upstream_connection_opened("api", "127.0.0.1:9001");
+        metrics.upstream_connection_opened("api", "127.0.0.1:9001");
+        metrics.upstream_connection_closed("api", "127.0.0.1:9001");
+        metrics.upstream_connect_failed("api", "127.0.0.1:9002");
+        let text = metrics.encode();
+
+        let checks = [
+            (
+                r#"levee_downstream_connections_active{listener="public"}"#,
+                "1",
+            ),
+            (r#"levee_downstream_connections_total{listener="public"}"#, "2"),
+            (
+                r#"levee_downstream_connections_rejected_total{listener="public"}"#,
+                "1",
+            ),
+            (
+                r#"levee_upstream_connections_active{cluster="api",endpoint="127.0.0.1:9001"}"#,
+                "1",
+            ),
+            (
+                r#"levee_upstream_connections_total{cluster="api",endpoint="127.0.0.1:9001"}"#,
+                "2",
+            ),
+            (
+                r#"levee_upstream_connect_failures_total{cluster="api",endpoint="127.0.0.1:9002"}"#,
+                "1",
+            ),
+        ];
+        for (prefix, want) in checks {
+            assert_eq!(sample(&text, prefix), Some(want), "{prefix} in {text}");
+        }
+    }
+
+    #[test]
+    fn records_reload_results_and_last_outcome() {
+        let metrics = Metrics::new();
+        metrics.config_reloaded(ReloadResult::Success);
+        metrics.config_reloaded(ReloadResult::Success);
+        metrics.config_reloaded(ReloadResult::Error);
+        let text = metrics.encode();
+        assert_eq!(
+            sample(&text, r#"levee_config_reloads_total{result="success"}"#),
+            Some("2")
+        );
+        assert_eq!(
+            sample(&text, r#"levee_config_reloads_total{result="error"}"#),
+            Some("1")
+        );
+        assert_eq!(
+            sample(&text, "levee_config_last_reload_success "),
+            Some("0")
+        );
+        let ts: f64 = sample(&text, "levee_config_last_reload_timestamp_seconds ")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        assert!(ts > 1.0e9, "{text}");
+
+        metrics.config_reloaded(ReloadResult::Success);
+        assert_eq!(
+            sample(&metrics.encode(), "levee_config_last_reload_success "),
+            Some("1")
+        );
+    }
+
+    #[test]
+    fn every_family_name_is_unique() {
+        let metrics = Metrics::new();
+        let text = metrics.encode();
+        let mut names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let total = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), total, "{text}");
     }
 }

@@ -1,10 +1,31 @@
 //! Downstream listeners: accept, TLS, HTTP/1.1 and HTTP/2, limits, graceful drain.
 //!
 //! OWNER: listener helper.
+//!
+//! A [`ListenerSet`] owns one accept loop per configured listener. Reload calls
+//! [`ListenerSet::apply`], which diffs by listener name: all fallible work (binding sockets,
+//! reading certificates) happens before anything changes, so a bad reload leaves the running
+//! listeners exactly as they were. Connections are tracked across the whole set, so those of a
+//! removed listener still finish and are still drained at shutdown.
 
+mod accept;
+mod io;
+mod serve;
+mod tls;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use levee_config::ListenerLimits;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -24,35 +45,238 @@ pub struct ListenerError {
 pub struct ListenerSet {
     proxy: Proxy,
     metrics: Arc<Metrics>,
+    tracker: Arc<Tracker>,
+    running: Mutex<HashMap<String, Running>>,
 }
 
 impl ListenerSet {
     /// An empty set that hands requests to `proxy`.
     pub fn new(proxy: Proxy, metrics: Arc<Metrics>) -> Self {
-        Self { proxy, metrics }
+        Self {
+            proxy,
+            metrics,
+            tracker: Arc::new(Tracker::new()),
+            running: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Makes the running listeners match `listeners`: binds new ones, rebinds changed
     /// addresses (the new socket is bound before the old one closes), reloads certificates,
     /// and closes removed ones. Fallible work happens first, so an error changes nothing.
+    ///
+    /// Certificate files are read again on every call, so new handshakes use the files as they
+    /// are now. Limits and certificates of a listener whose address is unchanged are swapped in
+    /// place (existing connections keep the settings they started with).
     pub async fn apply(&self, listeners: &[levee_config::Listener]) -> Result<(), ListenerError> {
-        let _ = (listeners, &self.proxy, &self.metrics);
+        // The lock is held across the whole diff (there is no await in it), so concurrent
+        // reloads apply one after the other.
+        let mut running = self.running();
+
+        let mut plans = Vec::with_capacity(listeners.len());
+        for listener in listeners {
+            let tls = listener
+                .tls
+                .as_ref()
+                .map(|tls| tls::load(&listener.name, tls))
+                .transpose()?;
+            let settings = Arc::new(Settings {
+                limits: listener.limits.clone(),
+                tls,
+            });
+            let rebind = running
+                .get(&listener.name)
+                .is_none_or(|r| r.address != listener.address);
+            let socket = match rebind {
+                true => Some(accept::bind(listener.address).map_err(|e| ListenerError {
+                    name: listener.name.clone(),
+                    reason: format!("bind {}: {e}", listener.address),
+                })?),
+                false => None,
+            };
+            plans.push((listener, settings, socket));
+        }
+
+        // Nothing below fails.
+        for (listener, settings, socket) in plans {
+            match socket {
+                Some((socket, local)) => {
+                    let shared = Arc::new(accept::Shared {
+                        name: Arc::from(listener.name.as_str()),
+                        local,
+                        settings: ArcSwap::new(settings),
+                        open: AtomicUsize::new(0),
+                        proxy: self.proxy.clone(),
+                        metrics: self.metrics.clone(),
+                        tracker: self.tracker.clone(),
+                    });
+                    let task = tokio::spawn(accept::accept_loop(socket, shared.clone()));
+                    tracing::info!(listener = %listener.name, address = %local, "listening");
+                    let new = Running {
+                        address: listener.address,
+                        shared,
+                        task,
+                    };
+                    // The old accept loop (if any) stops only now that the new one runs.
+                    if let Some(old) = running.insert(listener.name.clone(), new) {
+                        tracing::info!(listener = %listener.name, address = %old.shared.local, "stopped listening");
+                    }
+                }
+                None => {
+                    if let Some(r) = running.get(&listener.name) {
+                        r.shared.settings.store(settings);
+                    }
+                }
+            }
+        }
+        running.retain(|name, r| {
+            let keep = listeners.iter().any(|l| &l.name == name);
+            if !keep {
+                tracing::info!(listener = %name, address = %r.shared.local, "stopped listening");
+            }
+            keep
+        });
         Ok(())
     }
 
     /// The bound address of the listener called `name`.
     pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
-        let _ = name;
-        None
+        self.running().get(name).map(|r| r.shared.local)
     }
 
-    /// Stops accepting new connections on every listener (sockets are closed).
-    pub fn stop_accepting(&self) {}
+    /// Stops accepting new connections on every listener (sockets are closed). Open
+    /// connections are not touched; see [`ListenerSet::drain`].
+    pub fn stop_accepting(&self) {
+        self.running().clear();
+    }
 
     /// Asks every open connection to finish (HTTP/1.1 closes after the current response,
-    /// HTTP/2 sends GOAWAY), and waits up to `timeout`. Returns whether all finished in time.
+    /// HTTP/2 sends GOAWAY), and waits up to `timeout`. Returns whether all finished in time;
+    /// if not, the remaining connections are closed at once.
     pub async fn drain(&self, timeout: Duration) -> bool {
-        let _ = timeout;
-        true
+        self.tracker.drain.send_replace(true);
+        let mut live = self.tracker.live.subscribe();
+        let finished = tokio::time::timeout(timeout, live.wait_for(|n| *n == 0))
+            .await
+            .is_ok();
+        if !finished {
+            tracing::warn!(
+                open = *live.borrow(),
+                "drain timed out; closing the remaining connections"
+            );
+            self.tracker.abort.send_replace(true);
+        }
+        finished
+    }
+
+    /// How many downstream connections are open across every listener, removed ones included.
+    pub fn open_connections(&self) -> usize {
+        *self.tracker.live.borrow()
+    }
+
+    fn running(&self) -> MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What a listener's connections are served with; swapped as a whole on reload.
+#[derive(Debug)]
+struct Settings {
+    limits: ListenerLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// One bound listener with its accept loop.
+#[derive(Debug)]
+struct Running {
+    /// The configured address (port 0 stays 0 here), compared on reload.
+    address: SocketAddr,
+    shared: Arc<accept::Shared>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Dropping the accept loop drops its socket: new connections are refused.
+        self.task.abort();
+    }
+}
+
+/// Every open connection of the set, and the signals that end them.
+#[derive(Debug)]
+struct Tracker {
+    /// Open connections.
+    live: watch::Sender<usize>,
+    /// Raised once by `drain`: connections shut down gracefully.
+    drain: watch::Sender<bool>,
+    /// Raised when the drain timed out: connections are dropped.
+    abort: watch::Sender<bool>,
+}
+
+// === impl Tracker ===
+
+impl Tracker {
+    fn new() -> Self {
+        Self {
+            live: watch::Sender::new(0),
+            drain: watch::Sender::new(false),
+            abort: watch::Sender::new(false),
+        }
+    }
+}
+
+/// Counts one open connection until dropped: on its listener (for `max_connections`), in the
+/// set (for drain), and in metrics.
+#[derive(Debug)]
+struct ConnGuard {
+    shared: Arc<accept::Shared>,
+}
+
+// === impl ConnGuard ===
+
+impl ConnGuard {
+    /// Counts a new connection, or returns `None` (and counts a rejection) if the listener is
+    /// at its `max_connections`.
+    fn admit(shared: &Arc<accept::Shared>, max_connections: u32) -> Option<Self> {
+        let limit = max_connections as usize;
+        let admitted = shared
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok();
+        if !admitted {
+            shared.metrics.downstream_connection_rejected(&shared.name);
+            return None;
+        }
+        shared.metrics.downstream_connection_opened(&shared.name);
+        shared.tracker.live.send_modify(|n| *n += 1);
+        Some(Self {
+            shared: shared.clone(),
+        })
+    }
+
+    fn listener_name(&self) -> Arc<str> {
+        self.shared.name.clone()
+    }
+
+    fn drain_signal(&self) -> watch::Receiver<bool> {
+        self.shared.tracker.drain.subscribe()
+    }
+
+    fn abort_signal(&self) -> watch::Receiver<bool> {
+        self.shared.tracker.abort.subscribe()
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.shared.open.fetch_sub(1, Ordering::AcqRel);
+        self.shared
+            .metrics
+            .downstream_connection_closed(&self.shared.name);
+        self.shared
+            .tracker
+            .live
+            .send_modify(|n| *n = n.saturating_sub(1));
     }
 }

@@ -1,0 +1,3 @@
+//! The load benchmark harness.
+
+fn main() {}

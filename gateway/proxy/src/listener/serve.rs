@@ -1,0 +1,235 @@
+//! One downstream connection: TLS handshake, protocol choice, hyper, idle timeout and drain.
+//!
+//! On TLS the ALPN result picks the protocol (`h2` is HTTP/2, anything else HTTP/1.1). On plain
+//! TCP the first bytes are sniffed for the HTTP/2 preface (h2c prior knowledge). hyper's own
+//! HTTP/1 and HTTP/2 builders are used rather than hyper-util's `auto` one, because only hyper's
+//! HTTP/1 builder exposes `max_header_size` (the 431 guard).
+
+use std::fmt::Display;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use levee_config::ListenerLimits;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use super::io::{Activity, ConnIo};
+use super::{ConnGuard, Settings};
+use crate::conn::ConnInfo;
+use crate::proxy::Proxy;
+
+/// What an HTTP/2 client sends first (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// hyper's default HTTP/1 read buffer limit (8 KiB + 100 * 4 KiB); a larger `max_header_size`
+/// must raise it, or hyper would give up before the header limit applies.
+const HYPER_DEFAULT_MAX_BUF: usize = 8192 + 4096 * 100;
+
+/// hyper's default, set explicitly: how many streams this side may reset for protocol errors
+/// before the connection is closed (the other half of rapid-reset protection).
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// Serves `stream` until it closes, goes idle, or the gateway drains. `guard` keeps the
+/// connection counted until this returns.
+pub(super) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    settings: Arc<Settings>,
+    proxy: Proxy,
+    guard: ConnGuard,
+) {
+    let name = guard.listener_name();
+    let mut drain = guard.drain_signal();
+    let limits = &settings.limits;
+    let activity = Activity::new();
+    let info = |tls: bool, sni: Option<&str>| {
+        Arc::new(ConnInfo {
+            peer,
+            local,
+            listener: name.clone(),
+            tls,
+            sni: sni.map(Arc::from),
+        })
+    };
+
+    // The handshake and protocol sniffing are bounded by the header-read timeout, and dropped
+    // at once on drain: no request has started yet.
+    let ctl = Control {
+        drain: guard.drain_signal(),
+        abort: guard.abort_signal(),
+        activity: activity.clone(),
+        idle_timeout: limits.idle_timeout,
+    };
+    match &settings.tls {
+        Some(tls) => {
+            let handshake = TlsAcceptor::from(tls.clone()).accept(stream);
+            let tls_stream = tokio::select! {
+                res = tokio::time::timeout(limits.header_read_timeout, handshake) => match res {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(listener = %name, %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(listener = %name, %peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                () = signalled(&mut drain) => return,
+            };
+            let (_, session) = tls_stream.get_ref();
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            let info = info(true, session.server_name());
+            let io = ConnIo::new(tls_stream, Bytes::new(), activity.clone());
+            run(io, h2, info, proxy, limits, ctl).await;
+        }
+        None => {
+            let mut stream = stream;
+            let sniff = sniff_h2(&mut stream);
+            let sniffed = tokio::select! {
+                res = tokio::time::timeout(limits.header_read_timeout, sniff) => match res {
+                    Ok(Ok(Some(s))) => s,
+                    Ok(Ok(None)) => return,
+                    Ok(Err(e)) => {
+                        tracing::debug!(listener = %name, %peer, error = %e, "read failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(listener = %name, %peer, "no request head in time");
+                        return;
+                    }
+                },
+                () = signalled(&mut drain) => return,
+            };
+            let (h2, prefix) = sniffed;
+            let io = ConnIo::new(stream, prefix, activity.clone());
+            run(io, h2, info(false, None), proxy, limits, ctl).await;
+        }
+    }
+    drop(guard);
+}
+
+/// Reads until the bytes either are or cannot be the HTTP/2 preface. Returns whether they are,
+/// and the bytes read (to replay), or `None` if the client closed first.
+async fn sniff_h2(stream: &mut TcpStream) -> std::io::Result<Option<(bool, Bytes)>> {
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Ok(None);
+        }
+        if buf.len() >= H2_PREFACE.len() || !H2_PREFACE.starts_with(&buf) {
+            let h2 = buf.starts_with(H2_PREFACE);
+            return Ok(Some((h2, buf.freeze())));
+        }
+    }
+}
+
+/// What a running connection watches besides its own IO.
+struct Control {
+    drain: watch::Receiver<bool>,
+    abort: watch::Receiver<bool>,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+}
+
+/// Runs hyper on `io` with the listener's limits.
+async fn run<I>(
+    io: ConnIo<I>,
+    h2: bool,
+    info: Arc<ConnInfo>,
+    proxy: Proxy,
+    limits: &ListenerLimits,
+    ctl: Control,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    let activity = ctl.activity.clone();
+    let service = service_fn(move |req| {
+        let proxy = proxy.clone();
+        let info = info.clone();
+        let in_flight = activity.request();
+        async move {
+            let res = proxy.call(req, info).await;
+            drop(in_flight);
+            res
+        }
+    });
+    let max_header_size = usize::try_from(limits.max_header_size).unwrap_or(usize::MAX);
+    if h2 {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.http2_max_concurrent_streams)
+            .max_pending_accept_reset_streams(limits.http2_max_pending_resets as usize)
+            .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
+            .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+        let conn = pin!(builder.serve_connection(io, service));
+        drive(conn, |c| c.graceful_shutdown(), ctl).await;
+    } else {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_header_size(max_header_size);
+        // hyper keeps up to 100 headers on the stack; any other limit moves them to the heap.
+        if limits.max_headers != 100 {
+            builder.max_headers(limits.max_headers as usize);
+        }
+        if max_header_size > HYPER_DEFAULT_MAX_BUF {
+            builder.max_buf_size(max_header_size);
+        }
+        let conn = pin!(builder.serve_connection(io, service).with_upgrades());
+        drive(conn, |c| c.graceful_shutdown(), ctl).await;
+    }
+}
+
+/// Polls `conn` to completion, starting a graceful shutdown on drain or idleness and dropping
+/// it on abort.
+async fn drive<C, E>(mut conn: Pin<&mut C>, shutdown: impl Fn(Pin<&mut C>), mut ctl: Control)
+where
+    C: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    let mut shutting_down = false;
+    loop {
+        let idle_check = ctl.activity.next_idle_check(ctl.idle_timeout);
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "downstream connection ended with an error");
+                }
+                return;
+            }
+            () = signalled(&mut ctl.drain), if !shutting_down => {
+                shutdown(conn.as_mut());
+                shutting_down = true;
+            }
+            () = signalled(&mut ctl.abort) => return,
+            () = tokio::time::sleep_until(idle_check), if !shutting_down => {
+                if ctl.activity.is_idle(ctl.idle_timeout) {
+                    tracing::debug!("closing idle downstream connection");
+                    shutdown(conn.as_mut());
+                    shutting_down = true;
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once the flag is raised; never if its sender is gone.
+async fn signalled(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|raised| *raised).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,0 +1,137 @@
+//! TLS termination: loads a listener's certificates and picks one per handshake by SNI.
+//!
+//! Certificates are re-read from disk on every `apply()`, so a reload (triggered by the watcher
+//! when a certificate file changes) swaps in the new files for new handshakes without a rebind.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use levee_config::{CertificatePair, ListenerTls, TlsVersion};
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::ListenerError;
+
+/// ALPN protocols offered to clients, in preference order.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// Builds the rustls server config of listener `name` from `tls`, reading every file now.
+pub(super) fn load(name: &str, tls: &ListenerTls) -> Result<Arc<ServerConfig>, ListenerError> {
+    let err = |reason: String| ListenerError {
+        name: name.to_owned(),
+        reason,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let resolver = SniResolver::load(&tls.certificates, &provider).map_err(err)?;
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match tls.min_version {
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| err(format!("TLS setup: {e}")))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// Picks a certificate by the client's SNI: exact SAN names first, then `*.suffix` wildcard
+/// names, then the first certificate (also used when the client sends no SNI).
+#[derive(Debug)]
+pub(super) struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// Keyed by the part after `*.`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+// === impl SniResolver ===
+
+impl SniResolver {
+    fn load(pairs: &[CertificatePair], provider: &CryptoProvider) -> Result<Self, String> {
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        let mut default = None;
+        for pair in pairs {
+            let (key, names) = load_pair(pair, provider)?;
+            let key = Arc::new(key);
+            for name in names {
+                let name = name.to_ascii_lowercase();
+                // An earlier certificate keeps a name that a later one repeats, like the default.
+                match name.strip_prefix("*.") {
+                    Some(suffix) => wildcard.entry(suffix.to_owned()),
+                    None => exact.entry(name),
+                }
+                .or_insert_with(|| key.clone());
+            }
+            default.get_or_insert(key);
+        }
+        let default = default.ok_or_else(|| "TLS needs at least one certificate".to_owned())?;
+        Ok(Self {
+            exact,
+            wildcard,
+            default,
+        })
+    }
+
+    /// The certificate for `sni` (no SNI picks the default).
+    fn pick(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
+        let Some(sni) = sni else {
+            return self.default.clone();
+        };
+        let sni = sni.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(key) = self.exact.get(&sni) {
+            return key.clone();
+        }
+        // A wildcard covers exactly one label.
+        if let Some((_, suffix)) = sni.split_once('.')
+            && let Some(key) = self.wildcard.get(suffix)
+        {
+            return key.clone();
+        }
+        self.default.clone()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.pick(client_hello.server_name()))
+    }
+}
+
+/// Reads one certificate chain and key, and returns them with the leaf's SAN DNS names.
+fn load_pair(
+    pair: &CertificatePair,
+    provider: &CryptoProvider,
+) -> Result<(CertifiedKey, Vec<String>), String> {
+    let chain = CertificateDer::pem_file_iter(&pair.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| file_error(&pair.cert, &e))?;
+    let Some(leaf) = chain.first() else {
+        return Err(format!("{}: no certificate in file", pair.cert.display()));
+    };
+    let names = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|e| format!("{}: {e}", pair.cert.display()))?
+        .valid_dns_names()
+        .map(str::to_owned)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&pair.key).map_err(|e| file_error(&pair.key, &e))?;
+    let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| {
+        format!(
+            "{} with {}: {e}",
+            pair.cert.display(),
+            pair.key.display()
+        )
+    })?;
+    Ok((certified, names))
+}
+
+fn file_error(path: &Path, e: &rustls_pki_types::pem::Error) -> String {
+    format!("{}: {e}", path.display())
+}

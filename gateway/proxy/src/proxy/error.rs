@@ -1,0 +1,171 @@
+//! Request failures and the one place that turns them into gateway responses.
+//!
+//! Every failure names where it came from ([`ErrorSource`]) and whether the request could be
+//! tried again ([`RetryType`]), in the manner of pingora, so the retry stage can decide without
+//! matching on kinds. The response is JSON with a stable `x-levee-error` header, so clients and
+//! dashboards can tell a gateway answer from an upstream one.
+
+use std::fmt;
+
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+use serde::Serialize;
+
+use crate::upstream::UpstreamError;
+
+/// Header naming the error kind on every gateway-generated error response.
+pub const X_LEVEE_ERROR: &str = "x-levee-error";
+
+/// Which side caused a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The client sent something the gateway refuses, or went away.
+    Downstream,
+    /// The gateway itself (no route, no healthy endpoint, its own timeout).
+    Gateway,
+    /// The upstream endpoint (refused, reset, broke the protocol).
+    Upstream,
+}
+
+/// Whether the request may be sent again (used by the retry stage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryType {
+    /// Never retry: the request is at fault, or the failure is not transient.
+    Never,
+    /// Safe to retry whatever the method: the upstream never saw the request.
+    Safe,
+    /// Retry only if the request is idempotent or its body is still buffered: the upstream may
+    /// have seen (part of) it.
+    IfIdempotent,
+}
+
+/// Why a request did not get an upstream response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// `CONNECT` is refused: the gateway never opens tunnels.
+    #[error("the CONNECT method is not allowed")]
+    MethodNotAllowed,
+    /// The request is malformed (for example an absolute-form target that disagrees with Host).
+    #[error("{0}")]
+    BadRequest(&'static str),
+    /// No route matches the request.
+    #[error("no route matches this request")]
+    NoRoute,
+    /// The request body is larger than the route allows.
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The route's `max_body_size`.
+        limit: u64,
+    },
+    /// The route's cluster has no endpoint to send to.
+    #[error("cluster {0} has no healthy endpoint")]
+    NoHealthyEndpoint(String),
+    /// The upstream response head did not arrive within the route timeout.
+    #[error("the upstream did not answer within the route timeout")]
+    UpstreamTimeout,
+    /// Sending to the upstream failed.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// The JSON body of an error response.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'static str,
+    message: &'a str,
+    request_id: &'a str,
+}
+
+// === impl ProxyError ===
+
+impl ProxyError {
+    /// The stable kind, sent as `x-levee-error` and in the JSON `error` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::MethodNotAllowed => "method-not-allowed",
+            ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::NoRoute => "no-route",
+            ProxyError::PayloadTooLarge { .. } => "payload-too-large",
+            ProxyError::NoHealthyEndpoint(_) => "no-healthy-endpoint",
+            ProxyError::UpstreamTimeout => "upstream-timeout",
+            ProxyError::Upstream(e) => e.kind(),
+        }
+    }
+
+    /// The status sent downstream: 502 for upstream failures, 504 for timeouts.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::NoHealthyEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(e) if e.kind() == "upstream-connect-timeout" => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Which side caused the failure.
+    pub fn source(&self) -> ErrorSource {
+        match self {
+            ProxyError::MethodNotAllowed
+            | ProxyError::BadRequest(_)
+            | ProxyError::PayloadTooLarge { .. } => ErrorSource::Downstream,
+            ProxyError::NoRoute | ProxyError::NoHealthyEndpoint(_) => ErrorSource::Gateway,
+            ProxyError::UpstreamTimeout | ProxyError::Upstream(_) => ErrorSource::Upstream,
+        }
+    }
+
+    /// Whether a retry would be allowed.
+    pub fn retry(&self) -> RetryType {
+        match self {
+            ProxyError::Upstream(e) => match e.kind() {
+                // Nothing reached the upstream application.
+                "upstream-connect-failure" | "upstream-connect-timeout" | "upstream-tls" => {
+                    RetryType::Safe
+                }
+                _ => RetryType::IfIdempotent,
+            },
+            ProxyError::UpstreamTimeout => RetryType::IfIdempotent,
+            // Another endpoint may have come back by the time of a retry.
+            ProxyError::NoHealthyEndpoint(_) => RetryType::Safe,
+            ProxyError::MethodNotAllowed
+            | ProxyError::BadRequest(_)
+            | ProxyError::NoRoute
+            | ProxyError::PayloadTooLarge { .. } => RetryType::Never,
+        }
+    }
+
+    /// The gateway's response for this failure: JSON `{"error","message","request_id"}`,
+    /// `content-type: application/json` and `x-levee-error: <kind>`.
+    pub fn to_response(&self, request_id: &HeaderValue) -> Response<bytes::Bytes> {
+        error_response(self.status(), self.kind(), self, request_id)
+    }
+}
+
+/// Builds a JSON error response; the single formatter of gateway error bodies.
+pub(crate) fn error_response(
+    status: StatusCode,
+    kind: &'static str,
+    message: &dyn fmt::Display,
+    request_id: &HeaderValue,
+) -> Response<bytes::Bytes> {
+    let message = message.to_string();
+    let body = ErrorBody {
+        error: kind,
+        message: &message,
+        request_id: request_id.to_str().unwrap_or_default(),
+    };
+    // Serializing a struct of strings cannot fail; an empty body is still a valid answer.
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    let mut response = Response::new(bytes::Bytes::from(json));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(X_LEVEE_ERROR, HeaderValue::from_static(kind));
+    headers.insert(super::headers::X_REQUEST_ID, request_id.clone());
+    response
+}
