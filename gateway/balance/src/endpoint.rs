@@ -275,7 +275,10 @@ mod tests {
         let decayed = 100.0 * (-1.0f64).exp();
         let expected = decayed * (-1.0f64).exp() + 1.0 * (1.0 - (-1.0f64).exp());
         let got = ep.ewma_latency().as_secs_f64() * 1000.0;
-        assert!((got - expected).abs() < 0.01, "got {got}ms, want {expected}ms");
+        assert!(
+            (got - expected).abs() < 0.01,
+            "got {got}ms, want {expected}ms"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -284,7 +287,10 @@ mod tests {
         ep.start().finish(Duration::from_millis(100));
         tokio::time::advance(EWMA_DECAY).await;
         let one_tau = ep.ewma_latency().as_secs_f64() * 1000.0;
-        assert!((one_tau - 100.0 * (-1.0f64).exp()).abs() < 0.01, "got {one_tau}ms");
+        assert!(
+            (one_tau - 100.0 * (-1.0f64).exp()).abs() < 0.01,
+            "got {one_tau}ms"
+        );
         tokio::time::advance(EWMA_DECAY * 5).await;
         assert!(ep.ewma_latency() < Duration::from_millis(1));
     }

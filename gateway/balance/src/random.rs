@@ -35,7 +35,11 @@ impl WeightedChoice {
     /// The fast path draws over every position and keeps the draw if it is acceptable; only when
     /// it is not does a second, exact draw over the acceptable positions run. The two together
     /// still give each acceptable position exactly `w / W_acceptable`.
-    pub(crate) fn pick(&self, accept: impl Fn(usize) -> bool, skip: Option<usize>) -> Option<usize> {
+    pub(crate) fn pick(
+        &self,
+        accept: impl Fn(usize) -> bool,
+        skip: Option<usize>,
+    ) -> Option<usize> {
         let total = *self.cumulative.last()?;
         let r = rng::below(total);
         let pos = self.cumulative.partition_point(|&c| c <= r);

@@ -88,7 +88,10 @@ mod tests {
 
     #[test]
     fn weights_5_1_1_give_nginx_sequence() {
-        assert_eq!(sequence(&[5, 1, 1], 14), [0, 0, 1, 0, 2, 0, 0, 0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(
+            sequence(&[5, 1, 1], 14),
+            [0, 0, 1, 0, 2, 0, 0, 0, 0, 1, 0, 2, 0, 0]
+        );
     }
 
     #[test]
