@@ -110,7 +110,7 @@ fn answer(
     n: u64,
     req: &Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let failing = matches!(behaviour, Behaviour::FailsEveryThird) && n % 3 == 0;
+    let failing = matches!(behaviour, Behaviour::FailsEveryThird) && n.is_multiple_of(3);
     let status = if failing {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

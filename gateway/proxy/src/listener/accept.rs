@@ -32,8 +32,9 @@ pub(super) struct Shared {
     /// The address actually bound (the real port when port 0 was asked for).
     pub(super) local: SocketAddr,
     pub(super) settings: ArcSwap<Settings>,
-    /// Open connections of this listener, for `max_connections`.
-    pub(super) open: AtomicUsize,
+    /// Open connections of this listener, for `max_connections`. Shared with the listener's
+    /// previous socket after an address change, so its connections still count.
+    pub(super) open: Arc<AtomicUsize>,
     pub(super) proxy: Proxy,
     pub(super) metrics: Arc<Metrics>,
     pub(super) tracker: Arc<Tracker>,
@@ -41,7 +42,11 @@ pub(super) struct Shared {
 
 /// Binds a listening socket on `address`, returning it and the address actually bound.
 pub(super) fn bind(address: SocketAddr) -> io::Result<(TcpListener, SocketAddr)> {
-    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     // Lets a restarted gateway bind while old connections sit in TIME_WAIT.
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;

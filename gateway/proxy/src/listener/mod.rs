@@ -18,7 +18,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -100,11 +100,14 @@ impl ListenerSet {
         for (listener, settings, socket) in plans {
             match socket {
                 Some((socket, local)) => {
+                    let open = running
+                        .get(&listener.name)
+                        .map_or_else(Default::default, |r| r.shared.open.clone());
                     let shared = Arc::new(accept::Shared {
                         name: Arc::from(listener.name.as_str()),
                         local,
                         settings: ArcSwap::new(settings),
-                        open: AtomicUsize::new(0),
+                        open,
                         proxy: self.proxy.clone(),
                         metrics: self.metrics.clone(),
                         tracker: self.tracker.clone(),

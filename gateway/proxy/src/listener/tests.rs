@@ -1,0 +1,800 @@
+//! Listener tests over real sockets on 127.0.0.1 with a real proxy over an empty snapshot.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, Version};
+use http_body_util::Empty;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use levee_config::{
+    Admin, CertificatePair, Config, Listener, ListenerLimits, ListenerTls, Log, Shutdown,
+    TlsVersion,
+};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::ListenerSet;
+use crate::access_log::AccessLog;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::snapshot::{BuildContext, Snapshot};
+
+/// Generous bound for anything that should happen "soon" on a loaded 2-core machine.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+// === fixtures ===
+
+fn limits() -> ListenerLimits {
+    ListenerLimits {
+        // Longer than PATIENCE, so only the limit under test can close a connection in time.
+        header_read_timeout: Duration::from_secs(60),
+        max_header_size: 64 * 1024,
+        max_headers: 100,
+        max_connections: 10_000,
+        idle_timeout: Duration::from_secs(60),
+        http2_max_concurrent_streams: 100,
+        http2_max_pending_resets: 20,
+    }
+}
+
+fn listener(name: &str) -> Listener {
+    Listener {
+        name: name.to_owned(),
+        address: "127.0.0.1:0".parse().expect("address"),
+        tls: None,
+        limits: limits(),
+    }
+}
+
+fn listener_set() -> ListenerSet {
+    let metrics = Metrics::new();
+    let config = Config {
+        listeners: vec![listener("public")],
+        admin: Admin {
+            address: "127.0.0.1:0".parse().expect("address"),
+            token_file: None,
+        },
+        routes: vec![],
+        clusters: vec![],
+        shutdown: Shutdown {
+            drain_delay: Duration::ZERO,
+            drain_timeout: Duration::from_secs(1),
+        },
+        log: Log {
+            level: "info".into(),
+            access_log: false,
+        },
+    };
+    let snapshot = Snapshot::build(
+        Arc::new(config),
+        1,
+        "h".into(),
+        None,
+        &BuildContext {
+            metrics: metrics.clone(),
+        },
+    )
+    .expect("snapshot");
+    let proxy = Proxy::new(
+        Arc::new(ArcSwap::from_pointee(snapshot)),
+        metrics.clone(),
+        AccessLog::new(false),
+    );
+    ListenerSet::new(proxy, metrics)
+}
+
+async fn started(listeners: &[Listener]) -> ListenerSet {
+    let set = listener_set();
+    set.apply(listeners).await.expect("apply");
+    set
+}
+
+fn addr(set: &ListenerSet, name: &str) -> SocketAddr {
+    set.local_addr(name).expect("listener is bound")
+}
+
+/// A scratch directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "levee-listener-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A test CA that issues leaf certificates.
+struct Pki {
+    ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Levee test CA");
+        let key = KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("CA cert");
+        Self {
+            ca_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// Writes a leaf for `names` to `dir` as `{file}.pem` / `{file}.key`; returns the pair and
+    /// the certificate's DER.
+    fn leaf(&self, dir: &TempDir, file: &str, names: &[&str]) -> (CertificatePair, Vec<u8>) {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(names)
+            .expect("params")
+            .signed_by(&key, &self.issuer)
+            .expect("leaf cert");
+        let pair = CertificatePair {
+            cert: dir.path(&format!("{file}.pem")),
+            key: dir.path(&format!("{file}.key")),
+        };
+        std::fs::write(&pair.cert, cert.pem()).expect("write cert");
+        std::fs::write(&pair.key, key.serialize_pem()).expect("write key");
+        (pair, cert.der().to_vec())
+    }
+
+    fn client(
+        &self,
+        alpn: &[&[u8]],
+        versions: &[&'static SupportedProtocolVersion],
+    ) -> ClientConfig {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).expect("CA pem"))
+            .expect("add CA");
+        let mut config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(versions)
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config
+    }
+}
+
+fn tls_listener(name: &str, certificates: Vec<CertificatePair>, min: TlsVersion) -> Listener {
+    Listener {
+        tls: Some(ListenerTls {
+            certificates,
+            min_version: min,
+        }),
+        ..listener(name)
+    }
+}
+
+const BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+async fn tls_connect(
+    addr: SocketAddr,
+    sni: &str,
+    config: ClientConfig,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(sni.to_owned()).expect("server name");
+    tokio::time::timeout(
+        PATIENCE,
+        TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+fn peer_leaf(stream: &TlsStream<TcpStream>) -> Vec<u8> {
+    stream.get_ref().1.peer_certificates().expect("peer certs")[0].to_vec()
+}
+
+fn leaf_names(der: &[u8]) -> Vec<String> {
+    let der = CertificateDer::from(der);
+    webpki::EndEntityCert::try_from(&der)
+        .expect("parse leaf")
+        .valid_dns_names()
+        .map(str::to_owned)
+        .collect()
+}
+
+// === clients ===
+
+fn get() -> Request<Empty<Bytes>> {
+    Request::get("http://test/")
+        .body(Empty::new())
+        .expect("request")
+}
+
+/// Sends one HTTP/1.1 request on `io` and returns the response's version.
+async fn h1_request<I>(io: I) -> Version
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .expect("h1 handshake");
+    tokio::spawn(conn);
+    let res = tokio::time::timeout(PATIENCE, sender.send_request(get()))
+        .await
+        .expect("answer in time")
+        .expect("response");
+    res.version()
+}
+
+/// Sends one HTTP/2 request on `io` and returns the response's version.
+async fn h2_request<I>(io: I) -> Version
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let res = tokio::time::timeout(PATIENCE, sender.send_request(get()))
+        .await
+        .expect("answer in time")
+        .expect("response");
+    res.version()
+}
+
+/// Reads until the end of a response head or EOF (bounded by [`PATIENCE`]).
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+            if out.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("head or EOF in time");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether the peer closes `stream` (EOF or reset) within [`PATIENCE`], ignoring any bytes.
+async fn closed_by_peer(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    let wait = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait).await.is_ok()
+}
+
+async fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..200 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+// === plain HTTP ===
+
+#[tokio::test]
+async fn answers_http1_and_h2c_prior_knowledge_on_plain_tcp() {
+    let set = started(&[listener("public")]).await;
+    let addr = addr(&set, "public");
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(h1_request(tcp).await, Version::HTTP_11);
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(h2_request(tcp).await, Version::HTTP_2);
+}
+
+#[tokio::test]
+async fn port_zero_reports_the_real_bound_port() {
+    let set = started(&[listener("public")]).await;
+    let addr = addr(&set, "public");
+    assert_ne!(addr.port(), 0);
+    assert!(set.local_addr("missing").is_none());
+}
+
+#[tokio::test]
+async fn malformed_request_line_gets_400_and_the_listener_keeps_serving() {
+    let set = started(&[listener("public")]).await;
+    let addr = addr(&set, "public");
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"THIS IS NOT A REQUEST LINE AT ALL\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "got {head:?}");
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(h1_request(tcp).await, Version::HTTP_11);
+}
+
+#[tokio::test]
+async fn oversized_request_head_gets_431() {
+    let mut l = listener("public");
+    l.limits.max_header_size = 1024;
+    let set = started(&[l]).await;
+    let mut tcp = TcpStream::connect(addr(&set, "public"))
+        .await
+        .expect("connect");
+    let big = "a".repeat(4096);
+    tcp.write_all(format!("GET / HTTP/1.1\r\nhost: test\r\nx-big: {big}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let head = read_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 431"), "got {head:?}");
+}
+
+#[tokio::test]
+async fn header_read_timeout_closes_a_connection_with_half_a_head() {
+    let mut l = listener("public");
+    l.limits.header_read_timeout = Duration::from_millis(200);
+    let set = started(&[l]).await;
+    let mut tcp = TcpStream::connect(addr(&set, "public"))
+        .await
+        .expect("connect");
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nx-slow: ")
+        .await
+        .expect("write");
+    // Either a 408 or a bare close is fine; the connection must not stay open.
+    let head = read_head(&mut tcp).await;
+    assert!(
+        head.is_empty() || head.starts_with("HTTP/1.1 408"),
+        "got {head:?}"
+    );
+    assert!(closed_by_peer(&mut tcp).await);
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let mut l = listener("public");
+    l.limits.idle_timeout = Duration::from_millis(200);
+    let set = started(&[l]).await;
+    let addr = addr(&set, "public");
+
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 "), "got {head:?}");
+    assert!(
+        closed_by_peer(&mut tcp).await,
+        "idle HTTP/1.1 connection stays open"
+    );
+
+    // HTTP/2 has no header-read timer at all, so this is the only thing that closes it.
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    sender.send_request(get()).await.expect("response");
+    let ended = tokio::time::timeout(PATIENCE, conn).await;
+    assert!(ended.is_ok(), "idle HTTP/2 connection stays open");
+}
+
+#[tokio::test]
+async fn connections_over_max_connections_are_closed_at_accept() {
+    let mut l = listener("public");
+    l.limits.max_connections = 1;
+    let set = started(&[l]).await;
+    let addr = addr(&set, "public");
+
+    let mut first = TcpStream::connect(addr).await.expect("connect");
+    first
+        .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .expect("write");
+    assert!(read_head(&mut first).await.starts_with("HTTP/1.1 "));
+    assert_eq!(set.open_connections(), 1);
+
+    let mut second = TcpStream::connect(addr).await.expect("kernel accepts");
+    let _ = second
+        .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await;
+    let head = read_head(&mut second).await;
+    assert!(
+        head.is_empty(),
+        "over-limit connection was served: {head:?}"
+    );
+
+    drop(first);
+    assert!(eventually(|| set.open_connections() == 0).await);
+    let third = TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(h1_request(third).await, Version::HTTP_11);
+}
+
+// === TLS ===
+
+#[tokio::test]
+async fn tls_negotiates_h2_or_http1_by_alpn() {
+    let dir = TempDir::new();
+    let pki = Pki::new();
+    let (pair, _) = pki.leaf(&dir, "a", &["a.test"]);
+    let set = started(&[tls_listener("tls", vec![pair], TlsVersion::Tls12)]).await;
+    let addr = addr(&set, "tls");
+
+    let tls = tls_connect(addr, "a.test", pki.client(&[b"h2", b"http/1.1"], BOTH))
+        .await
+        .expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert_eq!(h2_request(tls).await, Version::HTTP_2);
+
+    let tls = tls_connect(addr, "a.test", pki.client(&[b"http/1.1"], BOTH))
+        .await
+        .expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(h1_request(tls).await, Version::HTTP_11);
+
+    // No ALPN at all means HTTP/1.1.
+    let tls = tls_connect(addr, "a.test", pki.client(&[], BOTH))
+        .await
+        .expect("handshake");
+    assert_eq!(h1_request(tls).await, Version::HTTP_11);
+}
+
+#[tokio::test]
+async fn sni_picks_the_certificate_naming_the_host() {
+    let dir = TempDir::new();
+    let pki = Pki::new();
+    let (a, a_der) = pki.leaf(&dir, "a", &["a.test"]);
+    let (b, b_der) = pki.leaf(&dir, "b", &["b.test"]);
+    let (w, w_der) = pki.leaf(&dir, "w", &["*.wild.test"]);
+    let set = started(&[tls_listener("tls", vec![a, b, w], TlsVersion::Tls12)]).await;
+    let addr = addr(&set, "tls");
+
+    let tls = tls_connect(addr, "b.test", pki.client(&[], BOTH))
+        .await
+        .expect("handshake for b");
+    assert_eq!(peer_leaf(&tls), b_der);
+    assert_eq!(leaf_names(&peer_leaf(&tls)), ["b.test"]);
+
+    let tls = tls_connect(addr, "a.test", pki.client(&[], BOTH))
+        .await
+        .expect("handshake for a");
+    assert_eq!(peer_leaf(&tls), a_der);
+
+    let tls = tls_connect(addr, "x.wild.test", pki.client(&[], BOTH))
+        .await
+        .expect("handshake for the wildcard");
+    assert_eq!(peer_leaf(&tls), w_der);
+
+    // Without SNI the first certificate is served.
+    let mut no_sni = pki.client(&[], BOTH);
+    no_sni.enable_sni = false;
+    let tls = tls_connect(addr, "a.test", no_sni)
+        .await
+        .expect("handshake without SNI");
+    assert_eq!(peer_leaf(&tls), a_der);
+}
+
+#[tokio::test]
+async fn replaced_certificate_is_served_to_new_handshakes_after_apply() {
+    let dir = TempDir::new();
+    let pki = Pki::new();
+    let (pair, old_der) = pki.leaf(&dir, "a", &["a.test"]);
+    let listeners = [tls_listener("tls", vec![pair], TlsVersion::Tls12)];
+    let set = started(&listeners).await;
+    let addr = addr(&set, "tls");
+
+    let tls = tls_connect(addr, "a.test", pki.client(&[], BOTH))
+        .await
+        .expect("handshake");
+    assert_eq!(peer_leaf(&tls), old_der);
+
+    // Same file names, new certificate and key.
+    let (_, new_der) = pki.leaf(&dir, "a", &["a.test"]);
+    assert_ne!(old_der, new_der);
+    set.apply(&listeners).await.expect("reload");
+    assert_eq!(set.local_addr("tls"), Some(addr), "no rebind");
+
+    let tls = tls_connect(addr, "a.test", pki.client(&[], BOTH))
+        .await
+        .expect("handshake");
+    assert_eq!(peer_leaf(&tls), new_der);
+}
+
+#[tokio::test]
+async fn tls_1_2_is_accepted_unless_min_version_is_1_3() {
+    let dir = TempDir::new();
+    let pki = Pki::new();
+    let (pair, _) = pki.leaf(&dir, "a", &["a.test"]);
+    let set = started(&[
+        tls_listener("v12", vec![pair.clone()], TlsVersion::Tls12),
+        tls_listener("v13", vec![pair], TlsVersion::Tls13),
+    ])
+    .await;
+    let only12 = &[&rustls::version::TLS12];
+
+    let tls = tls_connect(addr(&set, "v12"), "a.test", pki.client(&[], only12))
+        .await
+        .expect("TLS 1.2 handshake");
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let refused = tls_connect(addr(&set, "v13"), "a.test", pki.client(&[], only12)).await;
+    assert!(refused.is_err(), "TLS 1.2 accepted by a 1.3-only listener");
+    let tls = tls_connect(addr(&set, "v13"), "a.test", pki.client(&[], BOTH))
+        .await
+        .expect("TLS 1.3 handshake");
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+}
+
+/// A minimal TLS 1.1 ClientHello (no extensions) offering two CBC suites.
+fn tls11_client_hello() -> Vec<u8> {
+    let mut body = vec![0x03, 0x02];
+    body.extend_from_slice(&[7u8; 32]);
+    body.push(0); // session id
+    body.extend_from_slice(&[0x00, 0x04, 0xc0, 0x13, 0x00, 0x2f]);
+    body.extend_from_slice(&[0x01, 0x00]); // null compression
+    let mut handshake = vec![0x01, 0x00, 0x00, u8::try_from(body.len()).expect("len")];
+    handshake.extend_from_slice(&body);
+    let mut record = vec![
+        0x16,
+        0x03,
+        0x01,
+        0x00,
+        u8::try_from(handshake.len()).expect("len"),
+    ];
+    record.extend_from_slice(&handshake);
+    record
+}
+
+#[tokio::test]
+async fn tls_1_1_client_hello_gets_no_server_hello() {
+    let dir = TempDir::new();
+    let pki = Pki::new();
+    let (pair, _) = pki.leaf(&dir, "a", &["a.test"]);
+    let set = started(&[tls_listener("tls", vec![pair], TlsVersion::Tls12)]).await;
+    let mut tcp = TcpStream::connect(addr(&set, "tls"))
+        .await
+        .expect("connect");
+    tcp.write_all(&tls11_client_hello()).await.expect("write");
+    let mut reply = [0u8; 7];
+    let n = tokio::time::timeout(PATIENCE, tcp.read(&mut reply))
+        .await
+        .expect("reply or close in time")
+        .unwrap_or(0);
+    // 0x15 is an alert record (protocol_version); 0x16 would be a ServerHello.
+    assert!(n == 0 || reply[0] == 0x15, "got {:?}", &reply[..n]);
+}
+
+#[tokio::test]
+async fn missing_certificate_file_is_an_error_naming_it_and_changes_nothing() {
+    let set = started(&[listener("public")]).await;
+    let before = addr(&set, "public");
+    let missing = PathBuf::from("/nonexistent/levee-test/cert.pem");
+    let bad = tls_listener(
+        "tls",
+        vec![CertificatePair {
+            cert: missing.clone(),
+            key: missing.with_extension("key"),
+        }],
+        TlsVersion::Tls12,
+    );
+    let err = set.apply(&[bad]).await.expect_err("apply must fail");
+    assert!(err.to_string().contains("cert.pem"), "{err}");
+    assert_eq!(set.local_addr("public"), Some(before));
+    assert!(set.local_addr("tls").is_none());
+    let tcp = TcpStream::connect(before).await.expect("still listening");
+    assert_eq!(h1_request(tcp).await, Version::HTTP_11);
+}
+
+// === reload and drain ===
+
+#[tokio::test]
+async fn changed_address_moves_the_listener_and_the_old_port_refuses() {
+    let set = started(&[listener("public")]).await;
+    let old = addr(&set, "public");
+
+    let mut moved = listener("public");
+    moved.address = "127.0.0.2:0".parse().expect("address");
+    set.apply(&[moved]).await.expect("apply");
+    let new = addr(&set, "public");
+    assert_ne!(new, old);
+    let tcp = TcpStream::connect(new).await.expect("new address listens");
+    assert_eq!(h1_request(tcp).await, Version::HTTP_11);
+
+    let mut refused = false;
+    for _ in 0..100 {
+        if TcpStream::connect(old).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "old address still accepts");
+}
+
+#[tokio::test]
+async fn failed_bind_leaves_running_listeners_unchanged() {
+    let set = started(&[listener("public")]).await;
+    let public = addr(&set, "public");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut clash = listener("other");
+    clash.address = taken.local_addr().expect("addr");
+
+    let err = set
+        .apply(&[listener("public"), clash])
+        .await
+        .expect_err("bind must fail");
+    assert_eq!(err.name, "other");
+    assert_eq!(set.local_addr("public"), Some(public));
+    assert!(set.local_addr("other").is_none());
+
+    // Removing a listener stops it.
+    set.apply(&[]).await.expect("apply");
+    assert!(set.local_addr("public").is_none());
+    assert!(eventually(|| std::net::TcpStream::connect(public).is_err()).await);
+}
+
+#[tokio::test]
+async fn stop_accepting_refuses_new_connections() {
+    let set = started(&[listener("public")]).await;
+    let addr = addr(&set, "public");
+    set.stop_accepting();
+    assert!(eventually(|| std::net::TcpStream::connect(addr).is_err()).await);
+}
+
+#[tokio::test]
+async fn drain_waits_for_a_request_still_being_sent() {
+    let set = Arc::new(started(&[listener("public")]).await);
+    let addr = addr(&set, "public");
+
+    // An idle keep-alive connection is closed by the drain right away.
+    let mut idle = TcpStream::connect(addr).await.expect("connect");
+    idle.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .expect("write");
+    assert!(read_head(&mut idle).await.starts_with("HTTP/1.1 "));
+
+    let mut slow = TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"GET /slow HTTP/1.1\r\nhost: test\r\n")
+        .await
+        .expect("write");
+    assert!(eventually(|| set.open_connections() == 2).await);
+
+    set.stop_accepting();
+    let drain = tokio::spawn({
+        let set = set.clone();
+        async move { set.drain(Duration::from_secs(30)).await }
+    });
+    assert!(
+        closed_by_peer(&mut idle).await,
+        "idle connection not closed"
+    );
+    assert!(
+        !drain.is_finished(),
+        "drain did not wait for the slow request"
+    );
+    assert_eq!(set.open_connections(), 1);
+
+    slow.write_all(b"x-last: 1\r\n\r\n").await.expect("write");
+    let head = read_head(&mut slow).await;
+    assert!(
+        head.starts_with("HTTP/1.1 "),
+        "in-flight request got {head:?}"
+    );
+    let drained = tokio::time::timeout(PATIENCE, drain)
+        .await
+        .expect("drain ends")
+        .expect("drain task");
+    assert!(drained);
+    assert_eq!(set.open_connections(), 0);
+}
+
+#[tokio::test]
+async fn drain_gives_up_after_the_timeout_and_closes_the_rest() {
+    let set = started(&[listener("public")]).await;
+    let mut slow = TcpStream::connect(addr(&set, "public"))
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /slow HTTP/1.1\r\nhost: test\r\n")
+        .await
+        .expect("write");
+    assert!(eventually(|| set.open_connections() == 1).await);
+    assert!(!set.drain(Duration::from_millis(200)).await);
+    assert!(closed_by_peer(&mut slow).await);
+    assert!(eventually(|| set.open_connections() == 0).await);
+}
+
+#[tokio::test]
+async fn drain_sends_goaway_to_http2_connections() {
+    let set = started(&[listener("public")]).await;
+    let tcp = TcpStream::connect(addr(&set, "public"))
+        .await
+        .expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    sender.send_request(get()).await.expect("response");
+    assert!(set.drain(PATIENCE).await);
+    let ended = tokio::time::timeout(PATIENCE, conn).await;
+    assert!(ended.is_ok(), "client connection still open after GOAWAY");
+}
+
+#[tokio::test]
+async fn too_many_request_headers_get_431() {
+    let mut l = listener("public");
+    l.limits.max_headers = 5;
+    let set = started(&[l]).await;
+    let mut tcp = TcpStream::connect(addr(&set, "public"))
+        .await
+        .expect("connect");
+    let headers: String = (0..10).map(|i| format!("x-h{i}: v\r\n")).collect();
+    tcp.write_all(format!("GET / HTTP/1.1\r\nhost: test\r\n{headers}\r\n").as_bytes())
+        .await
+        .expect("write");
+    let head = read_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 431"), "got {head:?}");
+}
+
+#[tokio::test]
+async fn http2_settings_advertise_max_concurrent_streams() {
+    let mut l = listener("public");
+    l.limits.http2_max_concurrent_streams = 3;
+    let set = started(&[l]).await;
+    let tcp = TcpStream::connect(addr(&set, "public"))
+        .await
+        .expect("connect");
+    let (_client, mut conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    // The server's SETTINGS frame is processed while the client connection is polled.
+    let advertised = std::future::poll_fn(|cx| {
+        let _ = std::pin::Pin::new(&mut conn).poll(cx);
+        match conn.max_concurrent_send_streams() {
+            3 => std::task::Poll::Ready(()),
+            _ => std::task::Poll::Pending,
+        }
+    });
+    tokio::time::timeout(PATIENCE, advertised)
+        .await
+        .expect("server advertises a stream limit of 3");
+}

@@ -122,13 +122,8 @@ fn load_pair(
         .map(str::to_owned)
         .collect();
     let key = PrivateKeyDer::from_pem_file(&pair.key).map_err(|e| file_error(&pair.key, &e))?;
-    let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| {
-        format!(
-            "{} with {}: {e}",
-            pair.cert.display(),
-            pair.key.display()
-        )
-    })?;
+    let certified = CertifiedKey::from_der(chain, key, provider)
+        .map_err(|e| format!("{} with {}: {e}", pair.cert.display(), pair.key.display()))?;
     Ok((certified, names))
 }
 
