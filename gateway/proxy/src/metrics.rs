@@ -5,9 +5,9 @@
 //! `Arc<str>` clones (no allocation), and a label set seen before is found under the family's read
 //! lock, so the steady state takes no write lock and allocates nothing.
 //!
-//! Names deliberately avoid a gauge and a counter sharing a family name: OpenMetrics (the format
-//! `prometheus-client` writes) forbids two families `levee_x` (gauge) and `levee_x` (counter, sample
-//! `levee_x_total`). Open connections are therefore `levee_downstream_connections_active` and
+//! Names deliberately avoid a gauge and a counter sharing a family name: OpenMetrics (the
+//! format `prometheus-client` writes) forbids two families `levee_x` (gauge) and `levee_x`
+//! (counter, sample `levee_x_total`). Open connections are therefore `levee_downstream_connections_active` and
 //! `levee_upstream_connections_active`.
 
 use std::sync::Arc;
@@ -618,7 +618,10 @@ mod tests {
                 r#"levee_downstream_connections_active{listener="public"}"#,
                 "1",
             ),
-            (r#"levee_downstream_connections_total{listener="public"}"#, "2"),
+            (
+                r#"levee_downstream_connections_total{listener="public"}"#,
+                "2",
+            ),
             (
                 r#"levee_downstream_connections_rejected_total{listener="public"}"#,
                 "1",
