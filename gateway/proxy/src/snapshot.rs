@@ -1,15 +1,25 @@
 //! The immutable runtime view of one config: routes and clusters, swapped whole on reload.
 //!
-//! OWNER: request-path helper.
+//! A request loads the current snapshot once and keeps it to the end, so a reload never changes
+//! the rules under a request in flight. Building a snapshot carries the stateful parts of each
+//! cluster over from the previous one (see [`crate::upstream::Cluster`]).
+//!
+//! OWNER: upstream helper.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use levee_config::Config;
 
 use crate::metrics::Metrics;
 use crate::route::Router;
 use crate::upstream::Cluster;
+
+/// How long [`Snapshot::prepare`] waits for the first DNS answers. A name that does not
+/// resolve in this time leaves its cluster without discovered endpoints until the next refresh,
+/// rather than holding up the reload.
+const PREPARE_LIMIT: Duration = Duration::from_secs(3);
 
 /// Everything a request needs, built from one [`Config`]. Each request loads it once.
 #[derive(Debug)]
@@ -33,14 +43,16 @@ pub struct BuildContext {
     pub metrics: Arc<Metrics>,
 }
 
-/// Building a snapshot failed (for example a CA bundle that does not parse).
+/// Building a snapshot failed (for example a CA bundle that does not parse). The message names
+/// the cluster and the file.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct SnapshotError(pub String);
 
 impl Snapshot {
     /// Builds the runtime view of `config`. Endpoints whose identity (cluster name + address)
-    /// is unchanged from `previous` keep their state (in-flight counts, EWMA, pooled connections).
+    /// is unchanged from `previous` keep their state (in-flight counts, EWMA), and a cluster
+    /// whose connection settings are unchanged keeps its pooled connections.
     pub fn build(
         config: Arc<Config>,
         version: u64,
@@ -48,19 +60,174 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         ctx: &BuildContext,
     ) -> Result<Snapshot, SnapshotError> {
-        let _ = (previous, ctx);
+        let mut clusters = HashMap::with_capacity(config.clusters.len());
+        for cluster in &config.clusters {
+            let before = previous.and_then(|p| p.clusters.get(cluster.name.as_str()));
+            let built = Cluster::build(cluster, before.map(|c| &**c), &ctx.metrics)
+                .map_err(|e| SnapshotError(format!("cluster {:?}: {e}", cluster.name)))?;
+            clusters.insert(built.name().clone(), Arc::new(built));
+        }
         Ok(Snapshot {
-            router: Router::default(),
-            clusters: HashMap::new(),
+            router: Router::new(&config.routes),
+            clusters,
             config,
             version,
             hash,
         })
     }
 
-    /// `/clusters` JSON: every cluster with its endpoints, weights, priorities, in-flight
-    /// requests and EWMA latency.
+    /// Resolves DNS-discovered clusters that have no endpoints yet (first load or a changed
+    /// name), all at once and bounded by a few seconds, and makes sure discovery runs. Await it
+    /// before swapping the snapshot in, so the first requests find endpoints.
+    pub async fn prepare(&self) {
+        let pending = self
+            .clusters
+            .values()
+            .map(|cluster| cluster.prepare(PREPARE_LIMIT));
+        futures_util::future::join_all(pending).await;
+    }
+
+    /// `/clusters` JSON: `{ "clusters": [ { "name", "lb", "protocol", "endpoints": [ {
+    /// "address", "weight", "priority", "usable", "in_flight", "requests_total",
+    /// "ewma_latency_ms", "open_connections", "source" } ] } ] }`, clusters in config order.
     pub fn clusters_status(&self) -> serde_json::Value {
-        serde_json::Value::Null
+        let clusters: Vec<serde_json::Value> = self
+            .config
+            .clusters
+            .iter()
+            .filter_map(|c| self.clusters.get(c.name.as_str()))
+            .map(|c| c.status())
+            .collect();
+        serde_json::json!({ "clusters": clusters })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use levee_balance::PickContext;
+    use levee_config::{
+        Admin, Cluster, Config, Endpoint, LbPolicy, Log, Shutdown, UpstreamProtocol,
+    };
+
+    use super::*;
+
+    fn config(endpoints: &[&str]) -> Arc<Config> {
+        let endpoints = endpoints
+            .iter()
+            .map(|a| Endpoint {
+                address: a.parse().expect("address"),
+                weight: 1,
+                priority: 0,
+            })
+            .collect();
+        Arc::new(Config {
+            listeners: Vec::new(),
+            admin: Admin {
+                address: "127.0.0.1:0".parse().expect("address"),
+                token_file: None,
+            },
+            routes: Vec::new(),
+            clusters: vec![Cluster {
+                name: "api".into(),
+                lb: LbPolicy::LeastRequest,
+                hash_on: None,
+                endpoints,
+                discovery: None,
+                connect_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(30),
+                max_idle_per_endpoint: 64,
+                protocol: UpstreamProtocol::Http1,
+                tls: None,
+            }],
+            shutdown: Shutdown {
+                drain_delay: Duration::from_secs(5),
+                drain_timeout: Duration::from_secs(30),
+            },
+            log: Log {
+                level: "info".into(),
+                access_log: false,
+            },
+        })
+    }
+
+    fn endpoint_at(snapshot: &Snapshot, address: &str) -> Option<Arc<levee_balance::Endpoint>> {
+        let address: SocketAddr = address.parse().expect("address");
+        snapshot.clusters["api"]
+            .endpoints()
+            .into_iter()
+            .find(|e| e.address() == address)
+    }
+
+    #[test]
+    fn endpoint_state_survives_reload_unless_its_address_changes() {
+        let ctx = BuildContext {
+            metrics: Metrics::new(),
+        };
+        let first = Snapshot::build(
+            config(&["127.0.0.1:1001", "127.0.0.1:1002"]),
+            1,
+            "a".into(),
+            None,
+            &ctx,
+        )
+        .expect("build");
+        let kept = endpoint_at(&first, "127.0.0.1:1001").expect("endpoint");
+        let moved = endpoint_at(&first, "127.0.0.1:1002").expect("endpoint");
+        let _kept_request = kept.start();
+        let _moved_request = moved.start();
+
+        let second = Snapshot::build(
+            config(&["127.0.0.1:1001", "127.0.0.1:1003"]),
+            2,
+            "b".into(),
+            Some(&first),
+            &ctx,
+        )
+        .expect("build");
+
+        let carried = endpoint_at(&second, "127.0.0.1:1001").expect("endpoint");
+        assert!(Arc::ptr_eq(&carried, &kept));
+        assert_eq!(carried.in_flight(), 1);
+        assert_eq!(carried.requests_total(), 1);
+        let fresh = endpoint_at(&second, "127.0.0.1:1003").expect("endpoint");
+        assert_eq!(fresh.in_flight(), 0);
+        assert_eq!(fresh.requests_total(), 0);
+        assert!(endpoint_at(&second, "127.0.0.1:1002").is_none());
+        assert!(
+            second.clusters["api"]
+                .pick(&PickContext::default())
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn clusters_status_lists_every_endpoint_with_its_load() {
+        let ctx = BuildContext {
+            metrics: Metrics::new(),
+        };
+        let snapshot =
+            Snapshot::build(config(&["127.0.0.1:1001"]), 1, "a".into(), None, &ctx).expect("build");
+        let endpoint = endpoint_at(&snapshot, "127.0.0.1:1001").expect("endpoint");
+        let _request = endpoint.start();
+
+        let status = snapshot.clusters_status();
+
+        let cluster = &status["clusters"][0];
+        assert_eq!(cluster["name"], "api");
+        assert_eq!(cluster["lb"], "least-request");
+        assert_eq!(cluster["protocol"], "http1");
+        let endpoint = &cluster["endpoints"][0];
+        assert_eq!(endpoint["address"], "127.0.0.1:1001");
+        assert_eq!(endpoint["weight"], 1);
+        assert_eq!(endpoint["priority"], 0);
+        assert_eq!(endpoint["usable"], true);
+        assert_eq!(endpoint["in_flight"], 1);
+        assert_eq!(endpoint["requests_total"], 1);
+        assert_eq!(endpoint["open_connections"], 0);
+        assert_eq!(endpoint["source"], "static");
+        assert!(endpoint["ewma_latency_ms"].is_number());
     }
 }

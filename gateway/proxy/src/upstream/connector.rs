@@ -115,7 +115,9 @@ impl Inner {
         let endpoint = address.to_string();
 
         let attempt = async {
-            let tcp = TcpStream::connect(address).await.map_err(ConnectError::Io)?;
+            let tcp = TcpStream::connect(address)
+                .await
+                .map_err(ConnectError::Io)?;
             // Requests and responses are written whole by hyper; Nagle only adds latency.
             let _ = tcp.set_nodelay(true);
             match &self.tls {
@@ -152,7 +154,8 @@ impl Inner {
             }
             Err(error) => {
                 tracing::debug!(cluster = %self.cluster, %endpoint, %error, "upstream connect failed");
-                self.metrics.upstream_connect_failed(&self.cluster, &endpoint);
+                self.metrics
+                    .upstream_connect_failed(&self.cluster, &endpoint);
                 Err(error)
             }
         }

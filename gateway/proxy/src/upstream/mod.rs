@@ -1,7 +1,474 @@
 //! Upstream clusters at runtime: endpoints, connection pools, DNS discovery.
 //!
-//! OWNER: request-path helper.
+//! A [`Cluster`] is built from its config for each snapshot, but the expensive, stateful parts
+//! are carried over from the previous snapshot when they still fit: each `Arc<Endpoint>` whose
+//! address is unchanged (in-flight counts, EWMA) and the whole connection pool when the
+//! connection settings are unchanged. That is what lets a reload happen under load without a
+//! burst of new connections or a reset of the load balancer's view.
+//!
+//! Each endpoint gets its own pooled hyper client whose connector always dials that endpoint.
+//! The request URI can then carry the downstream host, which becomes `Host` (HTTP/1.1) or
+//! `:authority` (HTTP/2) as the upstream expects, while pools stay per endpoint.
+//!
+//! OWNER: upstream helper.
 
-/// A cluster at runtime.
+mod connector;
+mod dns;
+mod error;
+mod status;
+#[cfg(test)]
+mod tests;
+mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use levee_balance::{Algorithm, Endpoint, EndpointSet, Member, PickContext};
+use levee_config::{HashOn, LbPolicy, UpstreamProtocol, UpstreamTls};
+
+use crate::body::ProxyBody;
+use crate::metrics::Metrics;
+
+use self::connector::{ConnectionCounts, Connector};
+pub use self::error::UpstreamError;
+pub(crate) use self::tls::TlsConfigError;
+
+/// A cluster at runtime: its endpoints (static and DNS-discovered), the load balancer over
+/// them, and one connection pool per endpoint.
 #[derive(Debug)]
-pub struct Cluster {}
+pub struct Cluster {
+    name: Arc<str>,
+    config: levee_config::Cluster,
+    endpoints: Arc<Endpoints>,
+    pools: Arc<Pools>,
+    discovery: Option<dns::Discovery>,
+}
+
+impl Cluster {
+    /// Builds the runtime cluster for `config`. When `previous` is the same-named cluster of
+    /// the previous snapshot, endpoints with an unchanged address keep their `Arc<Endpoint>`,
+    /// the discovered endpoints are kept while the DNS name is unchanged, and the pools are
+    /// kept when protocol, TLS, timeouts and pool sizes are unchanged.
+    ///
+    /// DNS discovery starts here when called inside a tokio runtime, else on [`Cluster::prepare`].
+    pub(crate) fn build(
+        config: &levee_config::Cluster,
+        previous: Option<&Cluster>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Cluster, TlsConfigError> {
+        let name: Arc<str> = Arc::from(config.name.as_str());
+        let previous = previous.filter(|p| p.config.name == config.name);
+
+        let known: HashMap<SocketAddr, Arc<Endpoint>> = previous
+            .map(|p| p.endpoints.all().into_iter().map(|(_, e)| (e.address(), e)))
+            .into_iter()
+            .flatten()
+            .collect();
+        let statics = config
+            .endpoints
+            .iter()
+            .map(|e| StaticEndpoint {
+                endpoint: known
+                    .get(&e.address)
+                    .cloned()
+                    .unwrap_or_else(|| Endpoint::new(e.address)),
+                weight: e.weight,
+                priority: e.priority,
+            })
+            .collect();
+        let discovered = match (previous, &config.discovery) {
+            (Some(p), Some(d)) if p.config.discovery.as_ref().map(|d| &d.dns) == Some(&d.dns) => {
+                p.endpoints.discovered()
+            }
+            _ => Vec::new(),
+        };
+        let endpoints = Arc::new(Endpoints::new(algorithm(config.lb), statics, discovered));
+
+        let settings = ConnectionSettings::of(config);
+        let pools = match previous {
+            Some(p) if p.pools.settings == settings => p.pools.clone(),
+            _ => Arc::new(Pools::new(name.clone(), settings, metrics.clone())?),
+        };
+
+        let discovery = config.discovery.as_ref().map(|d| {
+            dns::Discovery::new(
+                name.clone(),
+                d.dns.clone(),
+                d.refresh,
+                Arc::downgrade(&endpoints),
+            )
+        });
+        if let Some(discovery) = &discovery {
+            discovery.start();
+        }
+
+        Ok(Cluster {
+            name,
+            config: config.clone(),
+            endpoints,
+            pools,
+            discovery,
+        })
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// What consistent hashing hashes on; `None` unless the config sets `hash_on`.
+    pub fn hash_on(&self) -> Option<&HashOn> {
+        self.config.hash_on.as_ref()
+    }
+
+    /// The config this cluster was built from.
+    pub fn config(&self) -> &levee_config::Cluster {
+        &self.config
+    }
+
+    /// Picks an endpoint with the cluster's algorithm; `None` when no endpoint is usable (or
+    /// DNS found none yet).
+    pub fn pick(&self, ctx: &PickContext<'_>) -> Option<Arc<Endpoint>> {
+        self.endpoints.set.load().pick(ctx).cloned()
+    }
+
+    /// Every endpoint of the cluster right now, static ones first.
+    pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.endpoints.all().into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// Sends `req` (origin-form URI, headers already final) to `endpoint` over a pooled
+    /// keep-alive connection, opening one (with the cluster's `connect_timeout`) when none is
+    /// idle. The downstream `Host` header becomes the URI authority, so HTTP/2 upstreams see it
+    /// as `:authority`; without one, the request URI's authority is used, else the endpoint
+    /// address. Upgrades (101) work: the caller uses `hyper::upgrade::on(&mut response)`.
+    pub async fn send(
+        &self,
+        endpoint: &Endpoint,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let address = endpoint.address();
+        let http2 = self.pools.settings.protocol == UpstreamProtocol::Http2;
+
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok());
+        let from_host = host.is_some();
+        let authority = match host.or_else(|| req.uri().authority().cloned()) {
+            Some(authority) => authority,
+            None => authority_of(address)?,
+        };
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        *req.uri_mut() = Uri::builder()
+            .scheme(self.pools.scheme.clone())
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|e| UpstreamError::Protocol(Box::new(e)))?;
+        if http2 {
+            if from_host {
+                // HTTP/2 carries the host as `:authority`; a `Host` header next to it is
+                // redundant and some servers reject the pair.
+                req.headers_mut().remove(http::header::HOST);
+            }
+            *req.version_mut() = Version::HTTP_2;
+        } else {
+            *req.version_mut() = Version::HTTP_11;
+        }
+
+        self.pools
+            .client_for(address)
+            .request(req)
+            .await
+            .map_err(UpstreamError::from_client)
+    }
+
+    /// Resolves the DNS name of a discovered cluster that has found no endpoint yet (a first
+    /// load or a changed name), waiting at most `limit`, and makes sure discovery runs.
+    pub(crate) async fn prepare(&self, limit: Duration) {
+        if let Some(discovery) = &self.discovery {
+            discovery.start();
+            if self.endpoints.discovered().is_empty() {
+                let _ = tokio::time::timeout(limit, discovery.resolve_once(&self.endpoints)).await;
+            }
+        }
+    }
+
+    /// `/clusters` JSON for this cluster.
+    pub(crate) fn status(&self) -> serde_json::Value {
+        status::cluster(self)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(discovery) = &self.discovery {
+            discovery.stop();
+        }
+    }
+}
+
+fn authority_of(address: SocketAddr) -> Result<Authority, UpstreamError> {
+    Authority::try_from(address.to_string()).map_err(|e| UpstreamError::Protocol(Box::new(e)))
+}
+
+fn algorithm(lb: LbPolicy) -> Algorithm {
+    match lb {
+        LbPolicy::RoundRobin => Algorithm::RoundRobin,
+        LbPolicy::Random => Algorithm::Random,
+        LbPolicy::LeastRequest => Algorithm::LeastRequest,
+        LbPolicy::PeakEwma => Algorithm::PeakEwma,
+        LbPolicy::RingHash => Algorithm::RingHash,
+        LbPolicy::Maglev => Algorithm::Maglev,
+    }
+}
+
+// === impl Endpoints ===
+
+/// Where an endpoint came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Static,
+    Dns,
+}
+
+#[derive(Debug)]
+struct StaticEndpoint {
+    endpoint: Arc<Endpoint>,
+    weight: u32,
+    priority: u32,
+}
+
+/// The endpoints of one cluster and the balancer over them. Shared with the DNS task, which
+/// holds it weakly so that it stops once the cluster is gone.
+#[derive(Debug)]
+pub(crate) struct Endpoints {
+    algorithm: Algorithm,
+    statics: Vec<StaticEndpoint>,
+    // Sorted by address, without addresses that are also static.
+    discovered: Mutex<Vec<Arc<Endpoint>>>,
+    set: ArcSwap<EndpointSet>,
+}
+
+/// Weight and priority of DNS-discovered endpoints, which the DNS answer cannot express.
+const DISCOVERED_WEIGHT: u32 = 1;
+/// See [`DISCOVERED_WEIGHT`].
+const DISCOVERED_PRIORITY: u32 = 0;
+
+impl Endpoints {
+    fn new(
+        algorithm: Algorithm,
+        statics: Vec<StaticEndpoint>,
+        discovered: Vec<Arc<Endpoint>>,
+    ) -> Self {
+        // An address that became static on reload is no longer counted as discovered too.
+        let discovered: Vec<Arc<Endpoint>> = discovered
+            .into_iter()
+            .filter(|e| !statics.iter().any(|s| s.endpoint.address() == e.address()))
+            .collect();
+        let set = Self::build_set(algorithm, &statics, &discovered);
+        Self {
+            algorithm,
+            statics,
+            discovered: Mutex::new(discovered),
+            set: ArcSwap::from_pointee(set),
+        }
+    }
+
+    fn build_set(
+        algorithm: Algorithm,
+        statics: &[StaticEndpoint],
+        discovered: &[Arc<Endpoint>],
+    ) -> EndpointSet {
+        let members = statics
+            .iter()
+            .map(|s| Member {
+                endpoint: s.endpoint.clone(),
+                weight: s.weight,
+                priority: s.priority,
+            })
+            .chain(discovered.iter().map(|e| Member {
+                endpoint: e.clone(),
+                weight: DISCOVERED_WEIGHT,
+                priority: DISCOVERED_PRIORITY,
+            }))
+            .collect();
+        EndpointSet::new(members, algorithm)
+    }
+
+    fn discovered(&self) -> Vec<Arc<Endpoint>> {
+        self.discovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every endpoint with its source, weight and priority, static ones first.
+    fn all(&self) -> Vec<(Source, Arc<Endpoint>)> {
+        self.statics
+            .iter()
+            .map(|s| (Source::Static, s.endpoint.clone()))
+            .chain(self.discovered().into_iter().map(|e| (Source::Dns, e)))
+            .collect()
+    }
+
+    /// Replaces the discovered endpoints with `addresses`, keeping the `Arc<Endpoint>` (and so
+    /// the load state) of every address that stays. Returns whether anything changed.
+    pub(crate) fn replace_discovered(&self, addresses: &[SocketAddr]) -> bool {
+        let mut wanted: Vec<SocketAddr> = addresses
+            .iter()
+            .copied()
+            .filter(|a| !self.statics.iter().any(|s| s.endpoint.address() == *a))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+
+        let mut discovered = self
+            .discovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if discovered
+            .iter()
+            .map(|e| e.address())
+            .eq(wanted.iter().copied())
+        {
+            return false;
+        }
+        let next: Vec<Arc<Endpoint>> = wanted
+            .into_iter()
+            .map(|a| {
+                discovered
+                    .iter()
+                    .find(|e| e.address() == a)
+                    .cloned()
+                    .unwrap_or_else(|| Endpoint::new(a))
+            })
+            .collect();
+        // Swapped while the lock is held so two refreshes cannot interleave their sets.
+        self.set.store(Arc::new(Self::build_set(
+            self.algorithm,
+            &self.statics,
+            &next,
+        )));
+        *discovered = next;
+        true
+    }
+}
+
+// === impl Pools ===
+
+/// The knobs that shape connections; when all are unchanged on reload the pools are kept.
+#[derive(Debug, Clone, PartialEq)]
+struct ConnectionSettings {
+    protocol: UpstreamProtocol,
+    tls: Option<UpstreamTls>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_idle_per_endpoint: u32,
+}
+
+impl ConnectionSettings {
+    fn of(config: &levee_config::Cluster) -> Self {
+        Self {
+            protocol: config.protocol,
+            tls: config.tls.clone(),
+            connect_timeout: config.connect_timeout,
+            idle_timeout: config.idle_timeout,
+            max_idle_per_endpoint: config.max_idle_per_endpoint,
+        }
+    }
+}
+
+/// Above this many per-endpoint clients, creating another first drops those of endpoints
+/// without open connections. Large enough that static clusters never hit it.
+const PRUNE_CLIENTS_AT: usize = 256;
+
+/// One pooled client per endpoint address, created on first use.
+#[derive(Debug)]
+struct Pools {
+    cluster: Arc<str>,
+    settings: ConnectionSettings,
+    scheme: Scheme,
+    tls: Option<tls::TlsSettings>,
+    builder: hyper_util::client::legacy::Builder,
+    metrics: Arc<Metrics>,
+    counts: Arc<ConnectionCounts>,
+    clients: Mutex<HashMap<SocketAddr, Client<Connector, ProxyBody>>>,
+}
+
+impl Pools {
+    fn new(
+        cluster: Arc<str>,
+        settings: ConnectionSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, TlsConfigError> {
+        let tls = settings
+            .tls
+            .as_ref()
+            .map(|t| tls::settings(t, settings.protocol))
+            .transpose()?;
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(settings.idle_timeout)
+            .pool_max_idle_per_host(settings.max_idle_per_endpoint as usize)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(settings.protocol == UpstreamProtocol::Http2)
+            // The request carries the downstream Host; the client only adds one when it is
+            // missing, from the URI authority (the endpoint address then).
+            .set_host(true);
+        Ok(Self {
+            cluster,
+            scheme: if tls.is_some() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            },
+            settings,
+            tls,
+            builder,
+            metrics,
+            counts: Arc::default(),
+            clients: Mutex::default(),
+        })
+    }
+
+    fn client_for(&self, address: SocketAddr) -> Client<Connector, ProxyBody> {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if clients.len() >= PRUNE_CLIENTS_AT && !clients.contains_key(&address) {
+            // DNS may hand out ever new addresses; clients of endpoints with no open
+            // connection hold nothing worth keeping.
+            clients.retain(|a, _| self.counts.open(*a) > 0);
+        }
+        clients
+            .entry(address)
+            .or_insert_with(|| {
+                self.builder.build(Connector::new(
+                    self.cluster.clone(),
+                    address,
+                    self.settings.connect_timeout,
+                    self.tls.clone(),
+                    self.metrics.clone(),
+                    self.counts.clone(),
+                ))
+            })
+            .clone()
+    }
+
+    fn open_connections(&self, address: SocketAddr) -> u64 {
+        self.counts.open(address)
+    }
+}

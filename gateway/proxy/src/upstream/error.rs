@@ -1,0 +1,104 @@
+//! Why sending a request to an upstream endpoint failed, sorted into a few stable kinds.
+//!
+//! The pipeline turns these into the failure response and its `x-levee-error` header, and
+//! decides on retries: a connect-phase failure means the request never left the gateway.
+
+use std::error::Error as StdError;
+use std::io;
+use std::time::Duration;
+
+use super::connector::ConnectError;
+use crate::body::BoxError;
+
+/// Sending a request upstream failed before a response head arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The TCP connection could not be opened (refused, unreachable, ...).
+    #[error("upstream connect failed: {0}")]
+    Connect(#[source] io::Error),
+    /// Opening the connection (TCP and TLS) took longer than the cluster's `connect_timeout`.
+    #[error("upstream connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    /// The TLS handshake with the endpoint failed.
+    #[error("upstream TLS handshake failed: {0}")]
+    Tls(#[source] io::Error),
+    /// The connection was closed or reset before a complete response head arrived.
+    #[error("upstream closed the connection before responding: {0}")]
+    Closed(#[source] BoxError),
+    /// The upstream broke the HTTP protocol, or the request could not be sent as given.
+    #[error("upstream protocol error: {0}")]
+    Protocol(#[source] BoxError),
+}
+
+impl UpstreamError {
+    /// Stable kind, used as `x-levee-error`: `upstream-connect-failure`,
+    /// `upstream-connect-timeout`, `upstream-tls`, `upstream-reset` or `upstream-protocol`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "upstream-connect-failure",
+            Self::ConnectTimeout(_) => "upstream-connect-timeout",
+            Self::Tls(_) => "upstream-tls",
+            Self::Closed(_) => "upstream-reset",
+            Self::Protocol(_) => "upstream-protocol",
+        }
+    }
+
+    /// Whether the failure happened while opening the connection, so the request was never
+    /// sent and retrying it (elsewhere) cannot repeat a side effect.
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect(_) | Self::ConnectTimeout(_) | Self::Tls(_)
+        )
+    }
+
+    pub(crate) fn from_client(error: hyper_util::client::legacy::Error) -> Self {
+        if error.is_connect() {
+            return match find::<ConnectError>(&error) {
+                Some(ConnectError::Io(e)) => Self::Connect(copy_io(e)),
+                Some(ConnectError::Timeout(d)) => Self::ConnectTimeout(*d),
+                Some(ConnectError::Tls(e)) => Self::Tls(copy_io(e)),
+                None => Self::Connect(io::Error::other(error.to_string())),
+            };
+        }
+        if is_closed(&error) {
+            Self::Closed(Box::new(error))
+        } else {
+            Self::Protocol(Box::new(error))
+        }
+    }
+}
+
+/// The first error of type `T` in `error`'s source chain.
+fn find<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
+}
+
+fn is_closed(error: &(dyn StdError + 'static)) -> bool {
+    if let Some(e) = find::<hyper::Error>(error)
+        && (e.is_incomplete_message() || e.is_canceled() || e.is_closed())
+    {
+        return true;
+    }
+    find::<io::Error>(error).is_some_and(|e| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
+        )
+    })
+}
+
+// io::Error is not Clone; the copy keeps what callers look at, the kind and the message.
+fn copy_io(error: &io::Error) -> io::Error {
+    io::Error::new(error.kind(), error.to_string())
+}
