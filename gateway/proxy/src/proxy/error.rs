@@ -169,3 +169,53 @@ pub(crate) fn error_response(
     headers.insert(super::headers::X_REQUEST_ID, request_id.clone());
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn error_response_is_json_with_kind_header_and_request_id() {
+        let id = HeaderValue::from_static("req-1");
+        let response = ProxyError::NoRoute.to_response(&id);
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(response.headers()[X_LEVEE_ERROR], "no-route");
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(response.headers()["x-request-id"], "req-1");
+        let body: serde_json::Value = serde_json::from_slice(response.body()).expect("json");
+        assert_eq!(body["error"], "no-route");
+        assert_eq!(body["request_id"], "req-1");
+        assert_eq!(body["message"], "no route matches this request");
+    }
+
+    #[test]
+    fn timeouts_are_504_and_other_upstream_failures_502() {
+        let connect_timeout =
+            ProxyError::Upstream(UpstreamError::ConnectTimeout(Duration::from_secs(2)));
+        assert_eq!(connect_timeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(connect_timeout.kind(), "upstream-connect-timeout");
+        assert_eq!(connect_timeout.retry(), RetryType::Safe);
+        assert_eq!(connect_timeout.source(), ErrorSource::Upstream);
+
+        let refused = ProxyError::Upstream(UpstreamError::Connect(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(refused.retry(), RetryType::Safe);
+
+        let reset = ProxyError::Upstream(UpstreamError::Closed("reset".into()));
+        assert_eq!(reset.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(reset.retry(), RetryType::IfIdempotent);
+
+        assert_eq!(
+            ProxyError::UpstreamTimeout.status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            ProxyError::PayloadTooLarge { limit: 1 }.source(),
+            ErrorSource::Downstream
+        );
+        assert_eq!(ProxyError::NoRoute.retry(), RetryType::Never);
+    }
+}

@@ -1,19 +1,61 @@
 //! The request path: route, forward, and turn failures into gateway responses.
 //!
+//! [`Proxy::call`] runs these phases in order, each in a module of its own:
+//!
+//! 1. load the snapshot once (the request finishes on it, whatever reloads happen meanwhile);
+//! 2. downstream checks: `CONNECT` is refused, the host comes from the absolute-form target or
+//!    `Host`/`:authority`, and a target that disagrees with `Host` is refused;
+//! 3. route ([`crate::route`]), or 404;
+//! 4. request id and header rewriting ([`headers`]);
+//! 5. body limit by `content-length`, then while streaming ([`limit`]);
+//! 6. pick and send within the route timeout ([`forward`]);
+//! 7. upgrades become a byte tunnel ([`upgrade`]);
+//! 8. the response streams back, trailers included;
+//! 9. failures become JSON responses in one place ([`error`]);
+//! 10. when the response body ends, one request record goes to metrics and the access log
+//!     ([`record`]).
+//!
+//! An absolute-form target never decides where the gateway connects: it only ever connects to
+//! cluster endpoints, and the upstream request is always origin-form. The gateway is not an
+//! open proxy.
+//!
 //! OWNER: request-path helper.
+
+pub mod error;
+mod forward;
+mod headers;
+mod limit;
+mod record;
+mod upgrade;
+
+#[cfg(test)]
+mod tests;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use http::{Request, Response};
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HOST, HeaderValue};
+use http::{Extensions, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
+use self::error::ProxyError;
+use self::limit::{BodyStats, LimitedBody};
+use self::record::{Pending, RecordBody};
 use crate::access_log::AccessLog;
-use crate::body::ProxyBody;
+use crate::body::{BoxError, ProxyBody};
 use crate::conn::ConnInfo;
 use crate::metrics::Metrics;
+use crate::route::strip_port;
 use crate::snapshot::Snapshot;
+use crate::upstream::UpstreamError;
+
+pub use self::error::{ErrorSource, RetryType, X_LEVEE_ERROR};
+pub use self::headers::X_REQUEST_ID;
 
 /// The gateway's HTTP service: every downstream request goes through [`Proxy::call`].
 #[derive(Debug, Clone)]
@@ -27,6 +69,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     access_log: AccessLog,
 }
+
+// === impl Proxy ===
 
 impl Proxy {
     /// A proxy serving whatever snapshot `snapshot` holds at the time of each request.
@@ -45,18 +89,187 @@ impl Proxy {
     }
 
     /// Handles one downstream request. Never fails: every error becomes a response.
+    ///
+    /// The downstream server must serve connections with upgrades enabled
+    /// (`serve_connection_with_upgrades`) for WebSocket and other upgrades to work.
     pub async fn call(
         &self,
         req: Request<Incoming>,
         conn: Arc<ConnInfo>,
     ) -> Result<Response<ProxyBody>, Infallible> {
-        let _ = (
-            req,
-            conn,
-            &self.inner.snapshot,
-            &self.inner.metrics,
-            &self.inner.access_log,
-        );
-        Ok(Response::new(crate::body::empty()))
+        let snapshot = self.inner.snapshot.load_full();
+        let request_id = headers::request_id(req.headers());
+        let mut pending = Pending {
+            inner: Arc::clone(&self.inner),
+            start: SystemTime::now(),
+            started: Instant::now(),
+            listener: Arc::clone(&conn.listener),
+            route: None,
+            cluster: None,
+            endpoint: None,
+            client: conn.peer,
+            method: req.method().clone(),
+            path: req.uri().path_and_query().cloned(),
+            version: req.version(),
+            status: 0,
+            request_id,
+            error_kind: None,
+            body: None,
+            recorded: false,
+        };
+        let response = match handle(&snapshot, req, &conn, &mut pending).await {
+            Ok(response) => finish(response, pending),
+            Err(err) => {
+                tracing::debug!(
+                    kind = err.kind(),
+                    source = ?err.source(),
+                    error = %err,
+                    request_id = ?pending.request_id,
+                    "request failed"
+                );
+                pending.error_kind = Some(err.kind());
+                let response = err.to_response(&pending.request_id).map(Full::new);
+                finish(response, pending)
+            }
+        };
+        Ok(response)
     }
+}
+
+/// Phases 2 to 8: everything between the downstream request and the upstream response head.
+async fn handle(
+    snapshot: &Snapshot,
+    mut req: Request<Incoming>,
+    conn: &ConnInfo,
+    pending: &mut Pending,
+) -> Result<Response<Incoming>, ProxyError> {
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+
+    let (host, authority_only) = downstream_host(&req)?;
+    let route = snapshot
+        .router
+        .route(host, req.uri().path(), req.method(), req.headers())
+        .ok_or(ProxyError::NoRoute)?;
+    pending.route = Some(Arc::clone(&route.name));
+    pending.cluster = Some(Arc::clone(&route.cluster));
+    let deadline = tokio::time::Instant::from_std(pending.started) + route.timeout;
+
+    if let Some(limit) = route.max_body_size {
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return Err(ProxyError::PayloadTooLarge { limit });
+        }
+    }
+    let cluster = snapshot
+        .clusters
+        .get(&route.cluster)
+        .ok_or_else(|| ProxyError::NoHealthyEndpoint(route.cluster.to_string()))?;
+
+    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    // Only the path goes upstream; the endpoint decides the authority.
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .map_or_else(|| Uri::from_static("/"), Uri::from);
+    parts.extensions = Extensions::new();
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::set_forwarding(
+        &mut parts.headers,
+        conn.peer.ip(),
+        conn.tls,
+        authority_only.as_ref(),
+    );
+    parts
+        .headers
+        .insert(X_REQUEST_ID, pending.request_id.clone());
+    let hash = forward::hash_for(cluster.hash_on(), &parts.headers, conn.peer.ip());
+
+    let stats = Arc::new(BodyStats::default());
+    pending.body = Some(Arc::clone(&stats));
+    let body = LimitedBody::new(body, Arc::clone(&stats), route.max_body_size).boxed();
+    let upstream_req = Request::from_parts(parts, body);
+
+    let mut response = forward::send(
+        cluster,
+        hash,
+        upstream_req,
+        deadline,
+        &stats,
+        route.max_body_size,
+        |address| pending.endpoint = Some(address),
+    )
+    .await?;
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(downstream) = downstream_upgrade else {
+            return Err(ProxyError::Upstream(UpstreamError::Protocol(
+                "upstream switched protocols without an upgrade request".into(),
+            )));
+        };
+        upgrade::spawn_tunnel(downstream, hyper::upgrade::on(&mut response));
+    } else {
+        headers::strip_hop_by_hop(response.headers_mut(), false);
+    }
+    Ok(response)
+}
+
+/// The host a request is for (with any port) and, when it came only from the URI, a `Host`
+/// value to send upstream. An absolute-form target (or HTTP/2 `:authority`) wins over `Host`
+/// (RFC 9112 §3.2.2), but the two must name the same host.
+fn downstream_host(
+    req: &Request<Incoming>,
+) -> Result<(Option<&str>, Option<HeaderValue>), ProxyError> {
+    let host_header = match req.headers().get(HOST) {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| ProxyError::BadRequest("the Host header is not valid text"))?,
+        ),
+        None => None,
+    };
+    let Some(authority) = req.uri().authority() else {
+        return Ok((host_header, None));
+    };
+    // `host:port` without any `user@`: credentials in the target are no part of the host.
+    let host_port = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, h)| h);
+    match host_header {
+        Some(host) if !authority.host().eq_ignore_ascii_case(strip_port(host)) => Err(
+            ProxyError::BadRequest("the request target and the Host header name different hosts"),
+        ),
+        Some(_) => Ok((Some(host_port), None)),
+        None => Ok((Some(host_port), HeaderValue::from_str(host_port).ok())),
+    }
+}
+
+/// Phases 8 and 10: adds the request id and hangs the request record off the response body.
+fn finish<B>(mut response: Response<B>, mut pending: Pending) -> Response<ProxyBody>
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    let status = response.status();
+    pending.status = status.as_u16();
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, pending.request_id.clone());
+    // hyper never polls these bodies, so dropping them unread is a normal end.
+    let bodiless = pending.method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    response
+        .map(|body| RecordBody::new(body, bodiless, move |outcome| pending.finish(outcome)).boxed())
 }

@@ -1,0 +1,256 @@
+//! Header rewriting between downstream and upstream: hop-by-hop removal, forwarding headers and
+//! the request id.
+//!
+//! Hop-by-hop headers describe one connection, not the message (RFC 9110 §7.6.1), so a proxy
+//! must drop them; passing `connection` or `transfer-encoding` through lets a client steer the
+//! gateway's own connection to the upstream (request smuggling).
+
+use std::net::IpAddr;
+
+use bytes::{BufMut, BytesMut};
+use http::HeaderMap;
+use http::header::{
+    CONNECTION, HOST, HeaderName, HeaderValue, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
+    UPGRADE,
+};
+
+/// The request id header, kept when valid and generated otherwise.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The client address chain.
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// The scheme the client used to reach the gateway.
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The longest incoming request id kept; longer ones are replaced (they bloat every log line).
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Whether `headers` ask for an HTTP/1.1 upgrade (`connection: upgrade` and an `upgrade`).
+pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE) && has_token(headers, &CONNECTION, "upgrade")
+}
+
+/// Removes hop-by-hop headers: `connection` and every header it names, `keep-alive`,
+/// `proxy-connection`, `proxy-authorization`, `te` (except `te: trailers`, which gRPC needs),
+/// `trailer`, `transfer-encoding` and `upgrade`. With `keep_upgrade`, `connection: upgrade` and
+/// `upgrade` stay, so an upgrade can be forwarded.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let upgrade = if keep_upgrade {
+        headers.remove(UPGRADE)
+    } else {
+        None
+    };
+    match headers.get_all(CONNECTION).iter().count() {
+        0 => {}
+        1 => {
+            if let Some(value) = headers.remove(CONNECTION) {
+                remove_named(headers, &value);
+            }
+        }
+        _ => {
+            let values: Vec<HeaderValue> = headers.get_all(CONNECTION).iter().cloned().collect();
+            headers.remove(CONNECTION);
+            for value in &values {
+                remove_named(headers, value);
+            }
+        }
+    }
+    let te_trailers = has_token(headers, &TE, "trailers");
+    for name in [
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        PROXY_AUTHORIZATION,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(upgrade) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, upgrade);
+    }
+}
+
+/// Removes the headers a `connection` value names.
+fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
+    for token in tokens(connection) {
+        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Appends `client` to `x-forwarded-for` (joining earlier values into one line), sets
+/// `x-forwarded-proto`, and makes sure a `host` header is present when the request named its
+/// host only in the URI (HTTP/2 `:authority`, HTTP/1.1 absolute-form).
+pub(crate) fn set_forwarding(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    tls: bool,
+    host: Option<&HeaderValue>,
+) {
+    let mut ip_buf = [0u8; 48];
+    let ip = format_ip(client, &mut ip_buf);
+    let forwarded = match headers.get_all(&X_FORWARDED_FOR).iter().count() {
+        0 => HeaderValue::from_bytes(ip).ok(),
+        _ => {
+            let mut joined = BytesMut::new();
+            for value in headers.get_all(&X_FORWARDED_FOR) {
+                joined.put_slice(value.as_bytes());
+                joined.put_slice(b", ");
+            }
+            joined.put_slice(ip);
+            HeaderValue::from_maybe_shared(joined.freeze()).ok()
+        }
+    };
+    if let Some(forwarded) = forwarded {
+        headers.insert(X_FORWARDED_FOR, forwarded);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    if let Some(host) = host
+        && !headers.contains_key(HOST)
+    {
+        headers.insert(HOST, host.clone());
+    }
+}
+
+/// The incoming `x-request-id` if it is valid (visible ASCII, 1 to 128 characters), else a new
+/// one of 128 random bits as 32 lower-case hex characters.
+pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID) {
+        let bytes = id.as_bytes();
+        if !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID_LEN
+            && bytes.iter().all(|b| b.is_ascii_graphic())
+        {
+            return id.clone();
+        }
+    }
+    generate_request_id()
+}
+
+fn generate_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits: u128 = rand::random();
+    let mut out = [0u8; 32];
+    for (i, byte) in bits.to_be_bytes().iter().enumerate() {
+        out[2 * i] = HEX[usize::from(byte >> 4)];
+        out[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+    }
+    // Hex digits are always a valid header value.
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Whether any value of `name` holds `token` in its comma-separated list (case-insensitive).
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(token)))
+}
+
+/// The comma-separated tokens of a header value, trimmed, in their original case.
+fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value
+        .to_str()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Writes `ip` into `buf` without allocating and returns the written bytes.
+fn format_ip(ip: IpAddr, buf: &mut [u8; 48]) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // 48 bytes hold the longest IPv6 text form (45 characters).
+    let _ = write!(cursor, "{ip}");
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    &buf[..len]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (k, v) in pairs {
+            headers.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_headers_named_by_connection() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic x"),
+            ("te", "gzip"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-keep", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn keeps_te_trailers_for_grpc() {
+        let mut h = map(&[("te", "trailers")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn keeps_upgrade_headers_for_an_upgrade() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade_request(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+    }
+
+    #[test]
+    fn appends_client_to_forwarded_for() {
+        let mut h = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+        ]);
+        set_forwarding(&mut h, "::1".parse().expect("ip"), true, None);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, ::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn keeps_valid_request_id_and_replaces_invalid_ones() {
+        let h = map(&[("x-request-id", "abc-123")]);
+        assert_eq!(request_id(&h), "abc-123");
+        let long = "a".repeat(129);
+        for bad in ["", "has space", long.as_str()] {
+            let h = map(&[("x-request-id", bad)]);
+            let id = request_id(&h);
+            assert_eq!(id.len(), 32);
+            assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        }
+        assert_ne!(generate_request_id(), generate_request_id());
+    }
+}

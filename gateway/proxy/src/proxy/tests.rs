@@ -1,0 +1,759 @@
+//! End-to-end tests of the request path: a real gateway service in front of real loopback
+//! upstreams, driven by real HTTP clients.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use levee_config as cfg;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::Proxy;
+use crate::access_log::AccessLog;
+use crate::body::BoxError;
+use crate::conn::ConnInfo;
+use crate::metrics::Metrics;
+use crate::snapshot::{BuildContext, Snapshot};
+
+/// Generous bound for anything on loopback; tests assert outcomes, never durations.
+const LIMIT: Duration = Duration::from_secs(10);
+
+type TestBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+fn full(bytes: impl Into<Bytes>) -> TestBody {
+    Full::new(bytes.into()).map_err(|n| match n {}).boxed()
+}
+
+// === upstreams ===
+
+/// Serves `handler` on 127.0.0.1:0 (HTTP/1.1 and h2c, upgrades enabled); returns its address
+/// and a counter of requests seen.
+async fn upstream<H, F>(handler: H) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let response = handler(req);
+                    async move { Ok::<_, Infallible>(response.await) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+/// An upstream that echoes what it received as JSON: method, uri and headers.
+async fn echo_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    upstream(|req: Request<Incoming>| async move {
+        let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, value) in req.headers() {
+            headers
+                .entry(name.to_string())
+                .or_default()
+                .push(value.to_str().unwrap_or("?").to_owned());
+        }
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes().len())
+            .unwrap_or(0);
+        let json = serde_json::json!({
+            "method": parts.method.as_str(),
+            "uri": parts.uri.to_string(),
+            "headers": headers,
+            "body_len": body,
+        });
+        Response::builder()
+            .header("keep-alive", "timeout=5")
+            .header("x-resp-hop", "1")
+            .header("connection", "x-resp-hop")
+            .body(full(json.to_string()))
+            .expect("response")
+    })
+    .await
+}
+
+// === gateway ===
+
+fn route(name: &str, host: Option<&str>, cluster: &str) -> cfg::Route {
+    cfg::Route {
+        name: name.into(),
+        matcher: cfg::RouteMatch {
+            host: host.map(|h| cfg::HostMatch::Exact(h.into())),
+            path: cfg::PathMatch::Prefix("/".into()),
+            methods: Vec::new(),
+            headers: Vec::new(),
+        },
+        cluster: cluster.into(),
+        timeout: Duration::from_secs(15),
+        max_body_size: None,
+    }
+}
+
+fn cluster(name: &str, endpoint: SocketAddr, protocol: cfg::UpstreamProtocol) -> cfg::Cluster {
+    cfg::Cluster {
+        name: name.into(),
+        lb: cfg::LbPolicy::RoundRobin,
+        hash_on: None,
+        endpoints: vec![cfg::Endpoint {
+            address: endpoint,
+            weight: 1,
+            priority: 0,
+        }],
+        discovery: None,
+        connect_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(30),
+        max_idle_per_endpoint: 8,
+        protocol,
+        tls: None,
+    }
+}
+
+fn config(routes: Vec<cfg::Route>, clusters: Vec<cfg::Cluster>) -> cfg::Config {
+    cfg::Config {
+        listeners: vec![cfg::Listener {
+            name: "test".into(),
+            address: "127.0.0.1:0".parse().expect("addr"),
+            tls: None,
+            limits: cfg::ListenerLimits {
+                header_read_timeout: Duration::from_secs(10),
+                max_header_size: 65536,
+                max_headers: 100,
+                max_connections: 100,
+                idle_timeout: Duration::from_secs(60),
+                http2_max_concurrent_streams: 100,
+                http2_max_pending_resets: 20,
+            },
+        }],
+        admin: cfg::Admin {
+            address: "127.0.0.1:0".parse().expect("addr"),
+            token_file: None,
+        },
+        routes,
+        clusters,
+        shutdown: cfg::Shutdown {
+            drain_delay: Duration::ZERO,
+            drain_timeout: Duration::from_secs(1),
+        },
+        log: cfg::Log {
+            level: "info".into(),
+            access_log: false,
+        },
+    }
+}
+
+/// Starts the proxy on 127.0.0.1:0 with a plain hyper accept loop (the listener module's job
+/// in production) and returns its address.
+async fn gateway(config: cfg::Config) -> SocketAddr {
+    gateway_logged(config, AccessLog::new(false)).await
+}
+
+/// Like [`gateway`], with this access log.
+async fn gateway_logged(config: cfg::Config, access_log: AccessLog) -> SocketAddr {
+    let metrics = Metrics::new();
+    let ctx = BuildContext {
+        metrics: metrics.clone(),
+    };
+    let snapshot = Snapshot::build(Arc::new(config), 1, "test".into(), None, &ctx).expect("build");
+    let proxy = Proxy::new(
+        Arc::new(ArcSwap::from_pointee(snapshot)),
+        metrics,
+        access_log,
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            let conn = Arc::new(ConnInfo {
+                peer,
+                local: addr,
+                listener: "test".into(),
+                tls: false,
+                sni: None,
+            });
+            let proxy = proxy.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let proxy = proxy.clone();
+                    let conn = conn.clone();
+                    async move { proxy.call(req, conn).await }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A gateway with one route (host `app.test`) to one HTTP/1.1 endpoint.
+async fn simple_gateway(endpoint: SocketAddr, tweak: impl FnOnce(&mut cfg::Route)) -> SocketAddr {
+    simple_gateway_logged(endpoint, tweak, AccessLog::new(false)).await
+}
+
+fn simple_config(endpoint: SocketAddr, tweak: impl FnOnce(&mut cfg::Route)) -> cfg::Config {
+    let mut r = route("app", Some("app.test"), "backend");
+    tweak(&mut r);
+    config(
+        vec![r],
+        vec![cluster("backend", endpoint, cfg::UpstreamProtocol::Http1)],
+    )
+}
+
+async fn simple_gateway_logged(
+    endpoint: SocketAddr,
+    tweak: impl FnOnce(&mut cfg::Route),
+    access_log: AccessLog,
+) -> SocketAddr {
+    gateway_logged(simple_config(endpoint, tweak), access_log).await
+}
+
+/// An access log captured in memory, one JSON value per line.
+#[derive(Clone)]
+struct CapturedLog(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLog {
+    fn new() -> (Self, AccessLog) {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        (Self(buf.clone()), AccessLog::to_writer(buf))
+    }
+
+    fn lines(&self) -> Vec<serde_json::Value> {
+        let buf = self.0.lock().expect("lock").clone();
+        String::from_utf8_lossy(&buf)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    }
+
+    /// Waits (bounded) until at least `n` lines were written, and returns them all.
+    async fn wait_for(&self, n: usize) -> Vec<serde_json::Value> {
+        for _ in 0..1000 {
+            let lines = self.lines();
+            if lines.len() >= n {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("expected {n} access log lines, got {:?}", self.lines());
+    }
+}
+
+// === clients ===
+
+async fn send_h1<B>(addr: SocketAddr, req: Request<B>) -> Response<Incoming>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    tokio::time::timeout(LIMIT, sender.send_request(req))
+        .await
+        .expect("in time")
+        .expect("response")
+}
+
+async fn get(addr: SocketAddr, host: &str, path: &str) -> Response<Incoming> {
+    let req = Request::get(path)
+        .header("host", host)
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    send_h1(addr, req).await
+}
+
+async fn json(response: Response<Incoming>) -> serde_json::Value {
+    let bytes = tokio::time::timeout(LIMIT, response.into_body().collect())
+        .await
+        .expect("in time")
+        .expect("body")
+        .to_bytes();
+    serde_json::from_slice(&bytes).expect("json body")
+}
+
+/// Writes `raw` to the gateway and reads until the end of the response head.
+async fn raw_exchange(addr: SocketAddr, raw: &str) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(raw.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+        let n = tokio::time::timeout(LIMIT, stream.read(&mut byte))
+            .await
+            .expect("in time")
+            .expect("read");
+        if n == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    (stream, String::from_utf8_lossy(&head).into_owned())
+}
+
+fn assert_gateway_error(headers: &HeaderMap, body: &serde_json::Value, kind: &str) {
+    assert_eq!(headers["x-levee-error"], kind);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(body["error"], kind);
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(
+        body["request_id"],
+        headers["x-request-id"].to_str().expect("id")
+    );
+}
+
+// === tests ===
+
+#[tokio::test]
+async fn forwards_with_forwarding_headers_and_strips_hop_by_hop_both_ways() {
+    let (upstream, _) = echo_upstream().await;
+    let gw = simple_gateway(upstream, |_| {}).await;
+
+    let req = Request::get("/hello?x=1")
+        .header("host", "app.test")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("connection", "x-hop")
+        .header("x-hop", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+        .header("te", "gzip")
+        .header("x-end-to-end", "kept")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = send_h1(gw, req).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    assert!(!headers.contains_key("keep-alive"), "{headers:?}");
+    assert!(!headers.contains_key("x-resp-hop"), "{headers:?}");
+    let generated = headers["x-request-id"].to_str().expect("id").to_owned();
+    assert_eq!(generated.len(), 32);
+    assert!(generated.bytes().all(|b| b.is_ascii_hexdigit()));
+
+    let seen = json(response).await;
+    let h = &seen["headers"];
+    assert_eq!(seen["uri"], "/hello?x=1");
+    assert_eq!(h["host"][0], "app.test");
+    assert_eq!(h["x-forwarded-for"][0], "203.0.113.7, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"][0], "http");
+    assert_eq!(h["x-request-id"][0], generated.as_str());
+    assert_eq!(h["x-end-to-end"][0], "kept");
+    for hop in [
+        "x-hop",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+        "connection",
+    ] {
+        assert!(h.get(hop).is_none(), "{hop} leaked upstream: {h}");
+    }
+}
+
+#[tokio::test]
+async fn keeps_a_valid_incoming_request_id() {
+    let (upstream, _) = echo_upstream().await;
+    let gw = simple_gateway(upstream, |_| {}).await;
+    let req = Request::get("/")
+        .header("host", "app.test")
+        .header("x-request-id", "trace-abc-123")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = send_h1(gw, req).await;
+    assert_eq!(response.headers()["x-request-id"], "trace-abc-123");
+    let seen = json(response).await;
+    assert_eq!(seen["headers"]["x-request-id"][0], "trace-abc-123");
+}
+
+#[tokio::test]
+async fn unknown_host_gets_a_json_404_no_route() {
+    let (upstream, hits) = echo_upstream().await;
+    let gw = simple_gateway(upstream, |_| {}).await;
+    let response = get(gw, "other.test", "/").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let headers = response.headers().clone();
+    assert_gateway_error(&headers, &json(response).await, "no-route");
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn connect_method_is_refused_with_405() {
+    let (upstream, hits) = echo_upstream().await;
+    let gw = simple_gateway(upstream, |_| {}).await;
+    let (_stream, head) = raw_exchange(
+        gw,
+        "CONNECT app.test:443 HTTP/1.1\r\nHost: app.test:443\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    assert!(head.contains("x-levee-error: method-not-allowed"), "{head}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn absolute_form_naming_another_host_than_host_header_is_rejected() {
+    let (upstream, hits) = echo_upstream().await;
+    let gw = simple_gateway(upstream, |_| {}).await;
+    let (_stream, head) = raw_exchange(
+        gw,
+        "GET http://evil.test/steal HTTP/1.1\r\nHost: app.test\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(head.contains("x-levee-error: bad-request"), "{head}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn absolute_form_is_routed_by_its_host_and_sent_upstream_in_origin_form() {
+    let (upstream, hits) = echo_upstream().await;
+    let gw = simple_gateway(upstream, |_| {}).await;
+    let (mut stream, head) = raw_exchange(
+        gw,
+        "GET http://APP.test:8080/a/b?q=1 HTTP/1.1\r\nHost: app.test:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut body = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut body))
+        .await
+        .expect("in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains(r#""uri":"/a/b?q=1""#), "{text}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn declared_body_over_the_limit_gets_413_without_contacting_upstream() {
+    let (upstream, hits) = echo_upstream().await;
+    let gw = simple_gateway(upstream, |r| r.max_body_size = Some(10)).await;
+    let req = Request::post("/")
+        .header("host", "app.test")
+        .body(Full::new(Bytes::from(vec![b'x'; 100])))
+        .expect("request");
+    let response = send_h1(gw, req).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let headers = response.headers().clone();
+    assert_gateway_error(&headers, &json(response).await, "payload-too-large");
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn body_under_the_limit_is_forwarded() {
+    let (upstream, _) = echo_upstream().await;
+    let gw = simple_gateway(upstream, |r| r.max_body_size = Some(10)).await;
+    let req = Request::post("/")
+        .header("host", "app.test")
+        .body(Full::new(Bytes::from_static(b"0123456789")))
+        .expect("request");
+    let response = send_h1(gw, req).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json(response).await["body_len"], 10);
+}
+
+#[tokio::test]
+async fn streamed_body_growing_past_the_limit_gets_413() {
+    let (upstream, _) = echo_upstream().await;
+    let gw = simple_gateway(upstream, |r| r.max_body_size = Some(10)).await;
+    let chunks: Vec<Result<Frame<Bytes>, Infallible>> = (0..4)
+        .map(|_| Ok(Frame::data(Bytes::from_static(b"12345678"))))
+        .collect();
+    let req = Request::post("/")
+        .header("host", "app.test")
+        .body(StreamBody::new(futures_util::stream::iter(chunks)))
+        .expect("request");
+    let response = send_h1(gw, req).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let headers = response.headers().clone();
+    assert_gateway_error(&headers, &json(response).await, "payload-too-large");
+}
+
+#[tokio::test]
+async fn refused_connection_gets_502_with_its_kind() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = closed.local_addr().expect("addr");
+    drop(closed);
+    let gw = simple_gateway(addr, |_| {}).await;
+    let response = get(gw, "app.test", "/").await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let headers = response.headers().clone();
+    assert_gateway_error(&headers, &json(response).await, "upstream-connect-failure");
+}
+
+#[tokio::test]
+async fn silent_upstream_gets_504_after_the_route_timeout() {
+    let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let (hold_tx, mut hold_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        // Accept and keep the sockets open without ever answering.
+        while let Ok((stream, _)) = silent.accept().await {
+            let _ = hold_tx.send(stream);
+        }
+    });
+    let gw = simple_gateway(addr, |r| r.timeout = Duration::from_millis(200)).await;
+    let response = get(gw, "app.test", "/").await;
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    let headers = response.headers().clone();
+    assert_gateway_error(&headers, &json(response).await, "upstream-timeout");
+    assert!(hold_rx.try_recv().is_ok(), "the upstream was contacted");
+}
+
+#[tokio::test]
+async fn grpc_style_trailers_pass_through_over_http2() {
+    let (upstream, _) = upstream(|req: Request<Incoming>| async move {
+        let te = req
+            .headers()
+            .get("te")
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("none"));
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        trailers.insert("grpc-message", HeaderValue::from_static("ok"));
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        Response::builder()
+            .header("content-type", "application/grpc")
+            .header("x-seen-te", te)
+            .body(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+            .expect("response")
+    })
+    .await;
+    let mut r = route("grpc", None, "grpc");
+    r.matcher.path = cfg::PathMatch::Prefix("/svc.".into());
+    let gw = gateway(config(
+        vec![r],
+        vec![cluster("grpc", upstream, cfg::UpstreamProtocol::Http2)],
+    ))
+    .await;
+
+    let stream = TcpStream::connect(gw).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::post("http://app.test/svc.Greeter/Hello")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\x00")))
+        .expect("request");
+    let response = tokio::time::timeout(LIMIT, sender.send_request(req))
+        .await
+        .expect("in time")
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-seen-te"], "trailers");
+    let collected = tokio::time::timeout(LIMIT, response.into_body().collect())
+        .await
+        .expect("in time")
+        .expect("body");
+    let trailers = collected.trailers().cloned().expect("trailers");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["grpc-message"], "ok");
+    assert_eq!(collected.to_bytes(), Bytes::from_static(b"\0\0\0\0\x02hi"));
+}
+
+#[tokio::test]
+async fn upgrade_is_tunnelled_both_ways() {
+    let (upstream, _) = upstream(|mut req: Request<Incoming>| async move {
+        if req.headers().get("upgrade").is_none_or(|v| v != "echo") {
+            return Response::builder()
+                .status(StatusCode::BAD_REQUEST)
+                .body(full("expected an upgrade"))
+                .expect("response");
+        }
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on.await {
+                let mut io = TokioIo::new(upgraded);
+                let mut buf = [0u8; 64];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "echo")
+            .body(full(Bytes::new()))
+            .expect("response")
+    })
+    .await;
+    let gw = simple_gateway(upstream, |_| {}).await;
+
+    let (mut stream, head) = raw_exchange(
+        gw,
+        "GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("upgrade: echo"), "{head}");
+    for message in [&b"ping"[..], b"second message"] {
+        stream.write_all(message).await.expect("write");
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(LIMIT, stream.read_exact(&mut echoed))
+            .await
+            .expect("in time")
+            .expect("read");
+        assert_eq!(echoed, message);
+    }
+}
+
+#[tokio::test]
+async fn non_upgraded_answer_to_an_upgrade_request_passes_through() {
+    let (upstream, _) = echo_upstream().await;
+    let gw = simple_gateway(upstream, |_| {}).await;
+    let req = Request::get("/ws")
+        .header("host", "app.test")
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = send_h1(gw, req).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = json(response).await;
+    assert_eq!(seen["headers"]["upgrade"][0], "websocket");
+    assert_eq!(seen["headers"]["connection"][0], "upgrade");
+}
+
+#[tokio::test]
+async fn http2_client_host_comes_from_authority() {
+    let (upstream, _) = echo_upstream().await;
+    let gw = simple_gateway(upstream, |_| {}).await;
+    let stream = TcpStream::connect(gw).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::get("http://app.test/h2")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = tokio::time::timeout(LIMIT, sender.send_request(req))
+        .await
+        .expect("in time")
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = json(response).await;
+    assert_eq!(seen["uri"], "/h2");
+    assert_eq!(seen["headers"]["host"][0], "app.test");
+}
+
+#[tokio::test]
+async fn each_request_is_recorded_once_with_its_fields() {
+    let (upstream, _) = echo_upstream().await;
+    let (log, access_log) = CapturedLog::new();
+    let gw = simple_gateway_logged(upstream, |_| {}, access_log).await;
+
+    let req = Request::post("/rec?x=1")
+        .header("host", "app.test")
+        .header("x-request-id", "rec-1")
+        .body(Full::new(Bytes::from_static(b"hello")))
+        .expect("request");
+    let response = send_h1(gw, req).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body_len = tokio::time::timeout(LIMIT, response.into_body().collect())
+        .await
+        .expect("in time")
+        .expect("body")
+        .to_bytes()
+        .len();
+
+    let line = &log.wait_for(1).await[0];
+    assert_eq!(line["route"], "app");
+    assert_eq!(line["cluster"], "backend");
+    assert_eq!(line["endpoint"], upstream.to_string());
+    assert_eq!(line["listener"], "test");
+    assert_eq!(line["method"], "POST");
+    assert_eq!(line["path"], "/rec?x=1");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["bytes_in"], 5);
+    assert_eq!(line["bytes_out"], body_len as u64);
+    assert_eq!(line["request_id"], "rec-1");
+    assert!(line["error"].is_null(), "{line}");
+
+    let response = get(gw, "nowhere.test", "/x").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let id = response.headers()["x-request-id"].clone();
+    let _ = json(response).await;
+    let third = get(gw, "app.test", "/third").await;
+    let _ = json(third).await;
+
+    let lines = log.wait_for(3).await;
+    let no_route = lines
+        .iter()
+        .find(|l| l["request_id"] == id.to_str().expect("id"))
+        .expect("no-route line");
+    assert_eq!(no_route["status"], 404);
+    assert_eq!(no_route["error"], "no-route");
+    assert!(no_route["route"].is_null());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(log.lines().len(), 3, "one line per request");
+}
+
+#[tokio::test]
+async fn client_leaving_before_the_response_head_is_recorded_as_downstream_reset() {
+    let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let (hold_tx, mut hold_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = silent.accept().await {
+            let _ = hold_tx.send(stream);
+        }
+    });
+    let (log, access_log) = CapturedLog::new();
+    let gw = simple_gateway_logged(addr, |_| {}, access_log).await;
+
+    let mut client = TcpStream::connect(gw).await.expect("connect");
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .expect("write");
+    let _held = tokio::time::timeout(LIMIT, hold_rx.recv())
+        .await
+        .expect("upstream contacted in time");
+    drop(client);
+
+    let line = &log.wait_for(1).await[0];
+    assert_eq!(line["status"], 0);
+    assert_eq!(line["error"], "downstream-reset");
+    assert_eq!(line["route"], "app");
+    assert_eq!(line["endpoint"], addr.to_string());
+}
