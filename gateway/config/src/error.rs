@@ -82,7 +82,10 @@ mod tests {
             key: key.into(),
             message: message.into(),
         };
-        let errors = Errors(vec![e(4, "routes[0].cluster", "no cluster `x`"), e(9, "", "bad")]);
+        let errors = Errors(vec![
+            e(4, "routes[0].cluster", "no cluster `x`"),
+            e(9, "", "bad"),
+        ]);
         assert_eq!(
             errors.to_string(),
             "levee.yaml:4:3: routes[0].cluster: no cluster `x`\nlevee.yaml:9:3: bad"

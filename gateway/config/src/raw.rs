@@ -14,7 +14,7 @@ use crate::units::{Dur, Size, Text};
 #[schemars(title = "Levee config")]
 // Only used to publish the schema: the loader reads each section on its own so that one broken
 // section does not hide the errors of the others.
-#[allow(dead_code)]
+#[expect(dead_code, reason = "fields are read only by the schema generator")]
 pub(crate) struct RawConfig {
     /// Downstream listeners. At least one.
     pub(crate) listeners: Vec<RawListener>,
@@ -33,6 +33,7 @@ pub(crate) struct RawConfig {
 /// One downstream listener.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Listener")]
 pub(crate) struct RawListener {
     /// Unique name, used in logs and metrics.
     pub(crate) name: String,
@@ -47,6 +48,7 @@ pub(crate) struct RawListener {
 /// TLS termination on a listener.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ListenerTls")]
 pub(crate) struct RawListenerTls {
     /// Certificate/key pairs; SNI picks among them, the first is the default. At least one.
     pub(crate) certificates: Vec<RawCertificatePair>,
@@ -57,6 +59,7 @@ pub(crate) struct RawListenerTls {
 /// A certificate chain and its key, as PEM files (relative to the config file).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "CertificatePair")]
 pub(crate) struct RawCertificatePair {
     /// PEM certificate chain, leaf first.
     pub(crate) cert: String,
@@ -74,6 +77,7 @@ pub(crate) enum RawTlsVersion {
 /// Listener limits.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ListenerLimits")]
 pub(crate) struct RawListenerLimits {
     /// Time to receive a complete request head. Default `10s`.
     pub(crate) header_read_timeout: Option<Dur>,
@@ -95,6 +99,7 @@ pub(crate) struct RawListenerLimits {
 /// The admin listener.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Admin")]
 pub(crate) struct RawAdmin {
     /// `IP:port` to bind. Default `127.0.0.1:9901`.
     pub(crate) address: Option<String>,
@@ -105,6 +110,7 @@ pub(crate) struct RawAdmin {
 /// A route: a match and the cluster it forwards to.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Route")]
 pub(crate) struct RawRoute {
     /// Unique name.
     pub(crate) name: String,
@@ -122,6 +128,7 @@ pub(crate) struct RawRoute {
 /// A route match. Every present part must match.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Match")]
 pub(crate) struct RawMatch {
     /// Host, exact (`api.example.com`) or with a leading wildcard (`*.example.com`).
     pub(crate) host: Option<String>,
@@ -138,6 +145,7 @@ pub(crate) struct RawMatch {
 /// A header condition.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "HeaderMatch")]
 pub(crate) struct RawHeaderMatch {
     /// Header name (case-insensitive).
     pub(crate) name: String,
@@ -148,6 +156,7 @@ pub(crate) struct RawHeaderMatch {
 /// An upstream cluster.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Cluster")]
 pub(crate) struct RawCluster {
     /// Unique name.
     pub(crate) name: String,
@@ -174,6 +183,7 @@ pub(crate) struct RawCluster {
 /// Load-balancing algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schemars(rename = "LbPolicy")]
 pub(crate) enum RawLbPolicy {
     /// Smooth weighted round-robin.
     RoundRobin,
@@ -192,6 +202,7 @@ pub(crate) enum RawLbPolicy {
 /// What consistent hashing hashes on: `{ header: NAME }`, `{ cookie: NAME }` or `client_ip`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "HashOn")]
 pub(crate) enum RawHashOn {
     /// A request header's value.
     Header(String),
@@ -204,6 +215,7 @@ pub(crate) enum RawHashOn {
 /// A static endpoint.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Endpoint")]
 pub(crate) struct RawEndpoint {
     /// `IP:port`; use `discovery.dns` for host names.
     pub(crate) address: String,
@@ -216,6 +228,7 @@ pub(crate) struct RawEndpoint {
 /// DNS discovery.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Discovery")]
 pub(crate) struct RawDiscovery {
     /// `host:port` to resolve.
     pub(crate) dns: String,
@@ -226,6 +239,7 @@ pub(crate) struct RawDiscovery {
 /// Upstream HTTP version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schemars(rename = "Protocol")]
 pub(crate) enum RawProtocol {
     /// HTTP/1.1.
     Http1,
@@ -236,6 +250,7 @@ pub(crate) enum RawProtocol {
 /// TLS to upstream endpoints.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "UpstreamTls")]
 pub(crate) struct RawUpstreamTls {
     /// DNS name sent as SNI and verified against the certificate.
     pub(crate) sni: String,
@@ -246,6 +261,7 @@ pub(crate) struct RawUpstreamTls {
 /// Graceful shutdown.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Shutdown")]
 pub(crate) struct RawShutdown {
     /// How long `/readyz` fails before accepting stops. Default `5s`; `0s` allowed.
     pub(crate) drain_delay: Option<Dur>,
@@ -256,6 +272,7 @@ pub(crate) struct RawShutdown {
 /// Logging.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Log")]
 pub(crate) struct RawLog {
     /// Level filter: `error`, `warn`, `info`, `debug`, `trace`, `off`, or `target=level,...`.
     /// Default `info`.

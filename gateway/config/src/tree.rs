@@ -58,11 +58,6 @@ impl Locations {
             }
         }
     }
-
-    /// Whether the file has this exact key path.
-    pub(crate) fn has(&self, key: &str) -> bool {
-        self.0.contains_key(key)
-    }
 }
 
 /// `a.b[2].c` -> `a.b[2]` -> `a.b` -> `a` -> ``.
@@ -139,42 +134,46 @@ pub(crate) fn parse(text: &str) -> Result<Tree, Issue> {
         // A node starting inside a mapping with no pending key is that mapping's next key.
         let is_node = matches!(
             event,
-            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..) | Event::Alias(_)
+            Event::Scalar(..)
+                | Event::SequenceStart(..)
+                | Event::MappingStart(..)
+                | Event::Alias(_)
         );
-        if is_node {
-            if let Some(Frame::Map { map, path, pending, .. }) = stack.last_mut() {
-                if pending.is_none() {
-                    match event {
-                        Event::Scalar(ref key, ..) => {
-                            let key = key.to_string();
-                            let key_path = child(path, &key);
-                            if map.contains_key(&key) {
-                                issues.push(Issue {
-                                    key: key_path.clone(),
-                                    at: Some(pos(&span)),
-                                    message: format!("duplicate key `{key}`"),
-                                });
-                                *pending = Some(None);
-                            } else {
-                                locations.0.insert(key_path, pos(&span));
-                                *pending = Some(Some(key));
-                            }
-                        }
-                        _ => {
-                            issues.push(Issue {
-                                key: path.clone(),
-                                at: Some(pos(&span)),
-                                message: "mapping keys must be plain text".into(),
-                            });
-                            *pending = Some(None);
-                            if !matches!(event, Event::Alias(_)) {
-                                stack.push(Frame::Skip(1));
-                            }
-                        }
+        if is_node
+            && let Some(Frame::Map {
+                map, path, pending, ..
+            }) = stack.last_mut()
+            && pending.is_none()
+        {
+            match event {
+                Event::Scalar(ref key, ..) => {
+                    let key = key.to_string();
+                    let key_path = child(path, &key);
+                    if map.contains_key(&key) {
+                        issues.push(Issue {
+                            key: key_path.clone(),
+                            at: Some(pos(&span)),
+                            message: format!("duplicate key `{key}`"),
+                        });
+                        *pending = Some(None);
+                    } else {
+                        locations.0.insert(key_path, pos(&span));
+                        *pending = Some(Some(key));
                     }
-                    continue;
+                }
+                _ => {
+                    issues.push(Issue {
+                        key: path.clone(),
+                        at: Some(pos(&span)),
+                        message: "mapping keys must be plain text".into(),
+                    });
+                    *pending = Some(None);
+                    if !matches!(event, Event::Alias(_)) {
+                        stack.push(Frame::Skip(1));
+                    }
                 }
             }
+            continue;
         }
 
         let here = match stack.last() {
@@ -185,7 +184,11 @@ pub(crate) fn parse(text: &str) -> Result<Tree, Issue> {
                 }
                 p
             }
-            Some(Frame::Map { path, pending: Some(Some(key)), .. }) => child(path, key),
+            Some(Frame::Map {
+                path,
+                pending: Some(Some(key)),
+                ..
+            }) => child(path, key),
             // The value of a dropped key: its inner keys must not shadow real ones.
             Some(Frame::Map { path, .. }) => child(path, "<dropped>"),
             _ => String::new(),
@@ -213,9 +216,18 @@ pub(crate) fn parse(text: &str) -> Result<Tree, Issue> {
                     });
                 }
                 if matches!(event, Event::SequenceStart(..)) {
-                    stack.push(Frame::Seq { items: Vec::new(), path: here, anchor });
+                    stack.push(Frame::Seq {
+                        items: Vec::new(),
+                        path: here,
+                        anchor,
+                    });
                 } else {
-                    stack.push(Frame::Map { map: Map::new(), path: here, anchor, pending: None });
+                    stack.push(Frame::Map {
+                        map: Map::new(),
+                        path: here,
+                        anchor,
+                        pending: None,
+                    });
                 }
                 continue;
             }
@@ -288,7 +300,11 @@ pub(crate) fn parse(text: &str) -> Result<Tree, Issue> {
         }
     }
 
-    Ok(Tree { root, locations, issues })
+    Ok(Tree {
+        root,
+        locations,
+        issues,
+    })
 }
 
 fn remember(anchors: &mut HashMap<usize, Value>, anchor: usize, value: &Value) {
@@ -353,7 +369,10 @@ mod tests {
     #[test]
     fn expands_aliases_but_bounds_billion_laughs() {
         let tree = parse("a: &x {k: v}\nb: *x\n").unwrap();
-        assert_eq!(tree.root, Some(serde_json::json!({"a": {"k": "v"}, "b": {"k": "v"}})));
+        assert_eq!(
+            tree.root,
+            Some(serde_json::json!({"a": {"k": "v"}, "b": {"k": "v"}}))
+        );
 
         let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..10 {

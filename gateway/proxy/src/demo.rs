@@ -55,8 +55,8 @@ pub async fn run(port: u16, admin_port: u16) -> anyhow::Result<()> {
          \n\
          \x20 curl -i http://{public}/catalog/items     # round-robin over two healthy upstreams\n\
          \x20 curl -i http://{public}/flaky/            # an upstream that fails every third request\n\
-         \x20 curl -i http://{public}/                  # least-request over a healthy and the flaky one\n\
-         \x20 curl -i http://{public}/nowhere -H 'host: other.example'   # no route: a JSON 404\n\
+         \x20 curl -i http://{public}/mixed/            # least-request over a healthy and the flaky one\n\
+         \x20 curl -i http://{public}/nowhere           # no route: a JSON 404 with x-levee-error\n\
          \n\
          \x20 status page  http://{admin}/\n\
          \x20 metrics      http://{admin}/metrics\n\
