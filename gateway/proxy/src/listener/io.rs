@@ -4,6 +4,12 @@
 //! handed back to hyper first. hyper has no idle timeout for keep-alive connections, so the
 //! wrapper stamps every read and write and the connection task closes connections that stay
 //! quiet for `idle_timeout`.
+//!
+//! hyper's own HTTP/1 header-read timer also runs while a keep-alive connection waits for its
+//! next request, which would cut idle connections at `header_read_timeout` instead of
+//! `idle_timeout`. So the wrapper also records when a request head starts: at accept, and then
+//! whenever bytes arrive while no request is being handled. The connection task closes the
+//! connection if that head has not reached the service within `header_read_timeout`.
 
 use std::io;
 use std::pin::Pin;
@@ -13,16 +19,30 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// When a connection last read or wrote, and how many requests it is handling.
+use crate::body::{BoxError, ProxyBody};
+
+/// `head_ms` when no request head is pending.
+const NO_HEAD: u64 = u64::MAX;
+
+/// When a connection last read or wrote, how many requests it is handling, and since when a
+/// request head has been arriving.
 #[derive(Debug)]
 pub(super) struct Activity {
     start: Instant,
     /// Milliseconds since `start` of the last read or write.
     last_ms: AtomicU64,
+    /// Requests from the service call until their response body is done.
     in_flight: AtomicUsize,
+    /// Milliseconds since `start` at which the pending request head began (0, the accept, for
+    /// the first one), or [`NO_HEAD`].
+    head_ms: AtomicU64,
+    /// Woken when a head starts, so the connection task arms its deadline.
+    head_started: Notify,
 }
 
 // === impl Activity ===
@@ -33,12 +53,54 @@ impl Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            // A new connection owes its first request head from the accept on.
+            head_ms: AtomicU64::new(0),
+            head_started: Notify::new(),
         })
     }
 
+    fn now_ms(&self) -> u64 {
+        // Capped below NO_HEAD so a timestamp never reads as "no head".
+        u64::try_from(self.start.elapsed().as_millis())
+            .map_or(NO_HEAD - 1, |ms| ms.min(NO_HEAD - 1))
+    }
+
     fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Bytes arrived: they are activity, and they start a request head unless a request is
+    /// being handled (then they are its body) or a head is already pending.
+    fn on_read(&self) {
+        let now = self.now_ms();
+        self.last_ms.store(now, Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self
+                .head_ms
+                .compare_exchange(NO_HEAD, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.head_started.notify_one();
+        }
+    }
+
+    /// The instant by which the pending request head must reach the service, if one is
+    /// pending.
+    pub(super) fn head_deadline(&self, header_read_timeout: Duration) -> Option<Instant> {
+        let ms = self.head_ms.load(Ordering::Relaxed);
+        (ms != NO_HEAD).then(|| self.start + Duration::from_millis(ms) + header_read_timeout)
+    }
+
+    /// Whether a pending request head has taken longer than `header_read_timeout`.
+    pub(super) fn head_expired(&self, header_read_timeout: Duration) -> bool {
+        self.head_deadline(header_read_timeout)
+            .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
+    /// Resolves when a request head starts to arrive (a wake-up may be stale; recheck
+    /// [`Activity::head_deadline`]).
+    pub(super) async fn head_started(&self) {
+        self.head_started.notified().await;
     }
 
     /// The instant at which the connection counts as idle if nothing happens before.
@@ -62,9 +124,10 @@ impl Activity {
             && Instant::now() >= self.idle_deadline(idle_timeout)
     }
 
-    /// Marks a request as being handled until the guard drops.
+    /// Marks a request as being handled until the guard drops; its head has arrived.
     pub(super) fn request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_ms.store(NO_HEAD, Ordering::Relaxed);
         InFlight(self.clone())
     }
 }
@@ -77,6 +140,53 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.0.touch();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted as in flight until it is done, so bytes
+    /// the client sends meanwhile are not taken for the start of the next request head.
+    #[derive(Debug)]
+    pub(super) struct InFlightBody {
+        #[pin]
+        inner: ProxyBody,
+        in_flight: Option<InFlight>,
+    }
+}
+
+// === impl InFlightBody ===
+
+impl InFlightBody {
+    pub(super) fn new(inner: ProxyBody, in_flight: InFlight) -> Self {
+        Self {
+            inner,
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+impl Body for InFlightBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let res = this.inner.poll_frame(cx);
+        if matches!(res, Poll::Ready(None | Some(Err(_)))) {
+            this.in_flight.take();
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -119,7 +229,7 @@ impl<T: AsyncRead> AsyncRead for ConnIo<T> {
         let before = buf.filled().len();
         let res = this.inner.poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.activity.touch();
+            this.activity.on_read();
         }
         res
     }

@@ -4,6 +4,12 @@
 //! TCP the first bytes are sniffed for the HTTP/2 preface (h2c prior knowledge). hyper's own
 //! HTTP/1 and HTTP/2 builders are used rather than hyper-util's `auto` one, because only hyper's
 //! HTTP/1 builder exposes `max_header_size` (the 431 guard).
+//!
+//! hyper's HTTP/1 `header_read_timeout` is turned off: its timer also runs while a keep-alive
+//! connection waits for the next request, closing idle connections long before `idle_timeout`.
+//! The connection task enforces the limit instead, from the first byte of each request head (and
+//! from the accept for the first one, so a connection that sends nothing is still cut); see
+//! [`super::io::Activity`].
 
 use std::fmt::Display;
 use std::future::Future;
@@ -22,7 +28,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use super::io::{Activity, ConnIo};
+use super::io::{Activity, ConnIo, InFlightBody};
 use super::{ConnGuard, Settings};
 use crate::conn::ConnInfo;
 use crate::proxy::Proxy;
@@ -69,6 +75,7 @@ pub(super) async fn serve(
         abort: guard.abort_signal(),
         activity: activity.clone(),
         idle_timeout: limits.idle_timeout,
+        header_read_timeout: None,
     };
     match &settings.tls {
         Some(tls) => {
@@ -140,6 +147,8 @@ struct Control {
     abort: watch::Receiver<bool>,
     activity: Arc<Activity>,
     idle_timeout: Duration,
+    /// Set for HTTP/1 only: how long a request head may take from its first byte.
+    header_read_timeout: Option<Duration>,
 }
 
 /// Runs hyper on `io` with the listener's limits.
@@ -149,7 +158,7 @@ async fn run<I>(
     info: Arc<ConnInfo>,
     proxy: Proxy,
     limits: &ListenerLimits,
-    ctl: Control,
+    mut ctl: Control,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -161,8 +170,7 @@ async fn run<I>(
         let in_flight = activity.request();
         async move {
             let res = proxy.call(req, info).await;
-            drop(in_flight);
-            res
+            res.map(|res| res.map(|body| InFlightBody::new(body, in_flight)))
         }
     });
     let max_header_size = usize::try_from(limits.max_header_size).unwrap_or(usize::MAX);
@@ -180,8 +188,10 @@ async fn run<I>(
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
+            // Enforced by `drive` instead; see the module docs.
+            .header_read_timeout(None)
             .max_header_size(max_header_size);
+        ctl.header_read_timeout = Some(limits.header_read_timeout);
         // hyper keeps up to 100 headers on the stack; any other limit moves them to the heap.
         if limits.max_headers != 100 {
             builder.max_headers(limits.max_headers as usize);
@@ -195,7 +205,7 @@ async fn run<I>(
 }
 
 /// Polls `conn` to completion, starting a graceful shutdown on drain or idleness and dropping
-/// it on abort.
+/// it on abort or when a request head takes longer than the header-read timeout.
 async fn drive<C, E>(mut conn: Pin<&mut C>, shutdown: impl Fn(Pin<&mut C>), mut ctl: Control)
 where
     C: Future<Output = Result<(), E>>,
@@ -204,6 +214,9 @@ where
     let mut shutting_down = false;
     loop {
         let idle_check = ctl.activity.next_idle_check(ctl.idle_timeout);
+        let head_deadline = ctl
+            .header_read_timeout
+            .and_then(|t| ctl.activity.head_deadline(t));
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -216,6 +229,16 @@ where
                 shutting_down = true;
             }
             () = signalled(&mut ctl.abort) => return,
+            // A head that started meanwhile: loop to arm its deadline.
+            () = ctl.activity.head_started(), if ctl.header_read_timeout.is_some() => {}
+            () = sleep_until_some(head_deadline) => {
+                if ctl.header_read_timeout.is_some_and(|t| ctl.activity.head_expired(t)) {
+                    // A partial head cannot be shut down gracefully (hyper waits for it), and
+                    // no response is underway, so the connection is simply dropped.
+                    tracing::debug!("no complete request head in time; closing");
+                    return;
+                }
+            }
             () = tokio::time::sleep_until(idle_check), if !shutting_down => {
                 if ctl.activity.is_idle(ctl.idle_timeout) {
                     tracing::debug!("closing idle downstream connection");
@@ -224,6 +247,14 @@ where
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `deadline`; never resolves without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Request, Version};
-use http_body_util::Empty;
+use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use levee_config::{
     Admin, CertificatePair, Config, Listener, ListenerLimits, ListenerTls, Log, Shutdown,
@@ -292,7 +292,7 @@ async fn read_head(stream: &mut TcpStream) -> String {
 }
 
 /// Whether the peer closes `stream` (EOF or reset) within [`PATIENCE`], ignoring any bytes.
-async fn closed_by_peer(stream: &mut TcpStream) -> bool {
+async fn closed_by_peer<S: AsyncRead + Unpin>(stream: &mut S) -> bool {
     let mut buf = [0u8; 4096];
     let wait = async {
         loop {
@@ -383,6 +383,91 @@ async fn header_read_timeout_closes_a_connection_with_half_a_head() {
         "got {head:?}"
     );
     assert!(closed_by_peer(&mut tcp).await);
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connection_outlives_the_header_read_timeout() {
+    let mut l = listener("public");
+    l.limits.header_read_timeout = Duration::from_millis(200);
+    l.limits.idle_timeout = Duration::from_secs(5);
+    let set = started(&[l]).await;
+    let tcp = TcpStream::connect(addr(&set, "public"))
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("h1 handshake");
+    let conn = tokio::spawn(conn);
+    for round in 0..2 {
+        if round > 0 {
+            // Idle between requests for well over header_read_timeout (and under idle_timeout).
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        let res = tokio::time::timeout(PATIENCE, sender.send_request(get()))
+            .await
+            .expect("answer in time")
+            .unwrap_or_else(|e| panic!("request {round} on the kept-alive connection: {e}"));
+        tokio::time::timeout(PATIENCE, res.into_body().collect())
+            .await
+            .expect("body in time")
+            .expect("body");
+    }
+    assert!(!conn.is_finished(), "connection closed while idle");
+}
+
+#[tokio::test]
+async fn half_sent_second_head_is_cut_at_the_header_read_timeout() {
+    let mut l = listener("public");
+    l.limits.header_read_timeout = Duration::from_millis(200);
+    let set = started(&[l]).await;
+    let mut tcp = TcpStream::connect(addr(&set, "public"))
+        .await
+        .expect("connect");
+    // HEAD, so the response is a bare head and the stream stays in step.
+    tcp.write_all(b"HEAD / HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 "), "got {head:?}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Still open after idling past header_read_timeout: the timer starts with the next head.
+    tcp.write_all(b"HEAD / HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 "), "second request got {head:?}");
+
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nx-slow: ")
+        .await
+        .expect("write");
+    // idle_timeout is 60s, so only the header-read deadline can close it in time.
+    assert!(
+        closed_by_peer(&mut tcp).await,
+        "half-sent head on a kept-alive connection stays open"
+    );
+}
+
+#[tokio::test]
+async fn tls_connection_that_sends_no_request_is_closed_at_the_header_read_timeout() {
+    let dir = TempDir::new();
+    let pki = Pki::new();
+    let (pair, _) = pki.leaf(&dir, "a", &["a.test"]);
+    let mut l = tls_listener("tls", vec![pair], TlsVersion::Tls12);
+    l.limits.header_read_timeout = Duration::from_millis(300);
+    let set = started(&[l]).await;
+    // The handshake completes; then the client says nothing (slowloris).
+    let mut tls = tls_connect(
+        addr(&set, "tls"),
+        "a.test",
+        pki.client(&[b"http/1.1"], BOTH),
+    )
+    .await
+    .expect("handshake");
+    assert!(
+        closed_by_peer(&mut tls).await,
+        "silent connection stays open"
+    );
+    assert!(eventually(|| set.open_connections() == 0).await);
 }
 
 #[tokio::test]
@@ -797,4 +882,165 @@ async fn http2_settings_advertise_max_concurrent_streams() {
     tokio::time::timeout(PATIENCE, advertised)
         .await
         .expect("server advertises a stream limit of 3");
+}
+
+/// Sends a GET with `extra` headers on an h2 connection and returns the status, or the stream
+/// error.
+async fn h2_get(
+    client: h2::client::SendRequest<Bytes>,
+    extra: &[(&str, String)],
+) -> Result<http::StatusCode, h2::Error> {
+    let mut req = Request::get("http://test/");
+    for (name, value) in extra {
+        req = req.header(*name, value);
+    }
+    let req = req.body(()).expect("request");
+    let mut client = client.ready().await?;
+    let (response, _) = client.send_request(req, true)?;
+    let response = tokio::time::timeout(PATIENCE, response)
+        .await
+        .expect("answer in time")?;
+    Ok(response.status())
+}
+
+#[tokio::test]
+async fn http2_rapid_reset_ends_the_connection_and_fresh_ones_are_served() {
+    let mut l = listener("public");
+    l.limits.http2_max_pending_resets = 5;
+    l.limits.http2_max_concurrent_streams = 1000;
+    let set = started(&[l]).await;
+    let addr = addr(&set, "public");
+
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    // HEADERS then RST_STREAM, over and over, without waiting for anything: the frames queue
+    // up and reach the server in one burst, faster than it accepts the streams. Ten times the
+    // limit, and then nothing more, so the client reads the GOAWAY rather than writing into a
+    // closed socket.
+    let mut sent = 0;
+    for _ in 0..50 {
+        client = match client.ready().await {
+            Ok(client) => client,
+            Err(_) => break,
+        };
+        let req = Request::get("http://test/").body(()).expect("request");
+        let Ok((_, mut stream)) = client.send_request(req, false) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+        sent += 1;
+    }
+    assert!(sent > 5, "only {sent} streams were opened");
+    let ended = tokio::time::timeout(PATIENCE, conn)
+        .await
+        .expect("the gateway ends the connection")
+        .expect("connection task");
+    let err = ended.expect_err("connection ended without an error");
+    assert_eq!(
+        err.reason(),
+        Some(h2::Reason::ENHANCE_YOUR_CALM),
+        "unexpected end: {err}"
+    );
+
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(h2_request(tcp).await, Version::HTTP_2);
+}
+
+#[tokio::test]
+async fn http2_header_list_over_max_header_size_is_refused_and_the_connection_survives() {
+    let mut l = listener("public");
+    l.limits.max_header_size = 1024;
+    let set = started(&[l]).await;
+    let addr = addr(&set, "public");
+
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let refused = h2_get(client.clone(), &[("x-big", "a".repeat(2048))]).await;
+    // h2 answers an oversized header block with 431 and then resets the stream; either one is
+    // the refusal, depending on which the client sees first.
+    match refused {
+        Ok(status) => assert_eq!(status, http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        Err(e) => assert!(e.is_reset(), "unexpected error: {e}"),
+    }
+    // A normal request on the same connection is still answered.
+    let status = h2_get(client, &[("x-small", "a".repeat(16))])
+        .await
+        .expect("the connection survives");
+    assert_ne!(status, http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert!(!conn.is_finished());
+}
+
+#[tokio::test]
+async fn http2_header_list_far_over_max_header_size_ends_only_that_connection() {
+    let mut l = listener("public");
+    l.limits.max_header_size = 1024;
+    let set = started(&[l]).await;
+    let addr = addr(&set, "public");
+
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    // Past four times the limit h2 stops decoding and treats it as abuse: the whole
+    // connection gets GOAWAY ENHANCE_YOUR_CALM instead of a 431 for the one stream.
+    let refused = h2_get(client, &[("x-big", "a".repeat(8192))]).await;
+    let err = refused.expect_err("an abusive header list is answered");
+    assert_eq!(err.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{err}");
+    let ended = tokio::time::timeout(PATIENCE, conn)
+        .await
+        .expect("the gateway ends the connection")
+        .expect("connection task");
+    assert!(ended.is_err());
+
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(h2_request(tcp).await, Version::HTTP_2);
+}
+
+// === request-head deadline bookkeeping ===
+
+#[tokio::test(start_paused = true)]
+async fn head_deadline_runs_from_accept_and_then_from_the_first_byte_after_each_request() {
+    use super::io::{Activity, ConnIo, InFlightBody};
+
+    let timeout = Duration::from_secs(10);
+    let activity = Activity::new();
+    let (mut client, server) = tokio::io::duplex(1024);
+    let mut server = ConnIo::new(server, Bytes::new(), activity.clone());
+    let mut buf = [0u8; 64];
+
+    // The first head is owed from the accept on.
+    let accepted = tokio::time::Instant::now();
+    assert_eq!(activity.head_deadline(timeout), Some(accepted + timeout));
+
+    // The head reached the service; body bytes meanwhile start nothing, and neither do bytes
+    // that arrive while the response body is still being sent.
+    let response = InFlightBody::new(crate::body::full("response"), activity.request());
+    assert_eq!(activity.head_deadline(timeout), None);
+    client.write_all(b"request body").await.expect("write");
+    let _ = server.read(&mut buf).await.expect("read");
+    assert_eq!(activity.head_deadline(timeout), None);
+    response.collect().await.expect("response body");
+
+    // Idle between requests: no deadline, however long.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert_eq!(activity.head_deadline(timeout), None);
+    assert!(!activity.head_expired(timeout));
+
+    // The next head's first byte arms it.
+    client.write_all(b"GET / HT").await.expect("write");
+    let _ = server.read(&mut buf).await.expect("read");
+    let started = tokio::time::Instant::now();
+    assert_eq!(activity.head_deadline(timeout), Some(started + timeout));
+    tokio::time::advance(Duration::from_secs(5)).await;
+    client.write_all(b"TP/1.1\r\n").await.expect("write");
+    let _ = server.read(&mut buf).await.expect("read");
+    assert_eq!(
+        activity.head_deadline(timeout),
+        Some(started + timeout),
+        "more bytes of the same head must not push the deadline"
+    );
+    assert!(!activity.head_expired(timeout));
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(activity.head_expired(timeout));
 }

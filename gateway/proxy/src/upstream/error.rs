@@ -22,7 +22,8 @@ pub enum UpstreamError {
     /// The TLS handshake with the endpoint failed.
     #[error("upstream TLS handshake failed: {0}")]
     Tls(#[source] io::Error),
-    /// The connection was closed or reset before a complete response head arrived.
+    /// The connection was closed or reset before a complete response head arrived, or the
+    /// upstream reset the HTTP/2 stream (RST_STREAM) or sent GOAWAY for it.
     #[error("upstream closed the connection before responding: {0}")]
     Closed(#[source] BoxError),
     /// The upstream broke the HTTP protocol, or the request could not be sent as given.
@@ -87,15 +88,28 @@ fn is_closed(error: &(dyn StdError + 'static)) -> bool {
     {
         return true;
     }
-    find::<io::Error>(error).is_some_and(|e| {
-        matches!(
-            e.kind(),
-            io::ErrorKind::ConnectionReset
-                | io::ErrorKind::ConnectionAborted
-                | io::ErrorKind::BrokenPipe
-                | io::ErrorKind::UnexpectedEof
-        )
-    })
+    // An HTTP/2 reset or GOAWAY the upstream sent is the upstream ending the exchange, whatever
+    // its reason code; one h2 itself raised (a malformed response) stays a protocol error.
+    // h2::Error has no `source()`, so its IO error is looked at directly.
+    if let Some(e) = find::<h2::Error>(error) {
+        if (e.is_reset() || e.is_go_away()) && e.is_remote() {
+            return true;
+        }
+        if e.get_io().is_some_and(is_closed_io) {
+            return true;
+        }
+    }
+    find::<io::Error>(error).is_some_and(is_closed_io)
+}
+
+fn is_closed_io(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
 }
 
 // io::Error is not Clone; the copy keeps what callers look at, the kind and the message.

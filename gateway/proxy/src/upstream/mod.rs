@@ -56,7 +56,8 @@ impl Cluster {
     /// Builds the runtime cluster for `config`. When `previous` is the same-named cluster of
     /// the previous snapshot, endpoints with an unchanged address keep their `Arc<Endpoint>`,
     /// the discovered endpoints are kept while the DNS name is unchanged, and the pools are
-    /// kept when protocol, TLS, timeouts and pool sizes are unchanged.
+    /// kept when protocol, TLS (including the CA bundle's content, read again here), timeouts and
+    /// pool sizes are unchanged.
     ///
     /// DNS discovery starts here when called inside a tokio runtime, else on [`Cluster::prepare`].
     pub(crate) fn build(
@@ -92,7 +93,7 @@ impl Cluster {
         };
         let endpoints = Arc::new(Endpoints::new(algorithm(config.lb), statics, discovered));
 
-        let settings = ConnectionSettings::of(config);
+        let settings = ConnectionSettings::read(config)?;
         let pools = match previous {
             Some(p) if p.pools.settings == settings => p.pools.clone(),
             _ => Arc::new(Pools::new(name.clone(), settings, metrics.clone())?),
@@ -375,20 +376,30 @@ impl Endpoints {
 struct ConnectionSettings {
     protocol: UpstreamProtocol,
     tls: Option<UpstreamTls>,
+    /// The content of `tls.ca_file`: the path alone would keep trusting a replaced bundle.
+    ca_pem: Option<Arc<[u8]>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle_per_endpoint: u32,
 }
 
 impl ConnectionSettings {
-    fn of(config: &levee_config::Cluster) -> Self {
-        Self {
+    /// The settings of `config`, with its CA file read as it is now.
+    fn read(config: &levee_config::Cluster) -> Result<Self, TlsConfigError> {
+        let ca_pem = config
+            .tls
+            .as_ref()
+            .and_then(|t| t.ca_file.as_deref())
+            .map(tls::read_ca)
+            .transpose()?;
+        Ok(Self {
             protocol: config.protocol,
             tls: config.tls.clone(),
+            ca_pem,
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
             max_idle_per_endpoint: config.max_idle_per_endpoint,
-        }
+        })
     }
 }
 
@@ -418,7 +429,7 @@ impl Pools {
         let tls = settings
             .tls
             .as_ref()
-            .map(|t| tls::settings(t, settings.protocol))
+            .map(|t| tls::settings(t, settings.ca_pem.as_deref(), settings.protocol))
             .transpose()?;
         let mut builder = Client::builder(TokioExecutor::new());
         builder

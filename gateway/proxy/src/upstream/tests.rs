@@ -376,6 +376,36 @@ async fn connection_closed_before_response_is_a_reset() {
 }
 
 #[tokio::test]
+async fn http2_stream_reset_by_the_upstream_is_a_reset() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr");
+    // An HTTP/2 upstream that answers every request with RST_STREAM.
+    let server = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((_, mut respond))) = conn.accept().await {
+                    respond.send_reset(h2::Reason::INTERNAL_ERROR);
+                }
+            });
+        }
+    });
+    let mut config = cluster_config("resetting", &[address]);
+    config.protocol = UpstreamProtocol::Http2;
+    let cluster = build(&config);
+
+    let error = send(&cluster, get("/", "svc"))
+        .await
+        .expect_err("must fail");
+
+    assert_eq!(error.kind(), "upstream-reset", "{error}");
+    assert!(!error.is_connect());
+    server.abort();
+}
+
+#[tokio::test]
 async fn stalled_tls_handshake_is_a_connect_timeout() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("addr");
@@ -541,6 +571,39 @@ async fn reload_keeps_pools_only_when_connection_settings_are_unchanged() {
     slower.connect_timeout = Duration::from_secs(9);
     let third = Cluster::build(&slower, Some(&second), &metrics).expect("build");
     assert!(!Arc::ptr_eq(&second.pools, &third.pools));
+}
+
+#[tokio::test]
+async fn reload_rebuilds_pools_when_the_ca_file_content_changes() {
+    let dir = TempDir::new();
+    let (ca_file, server) = private_ca(&dir, "upstream.test", &[b"http/1.1"]);
+    let upstream = Upstream::start(Wire::Http1, Some(server)).await;
+    let metrics = Metrics::new();
+    let mut config = cluster_config("secure", &[upstream.address]);
+    config.tls = Some(UpstreamTls {
+        sni: "upstream.test".into(),
+        ca_file: Some(ca_file.clone()),
+    });
+    let first = Cluster::build(&config, None, &metrics).expect("build");
+    send(&first, get("/", "svc"))
+        .await
+        .expect("trusted by the first CA");
+
+    // Unchanged file: the pool (and its open connection) is kept.
+    let second = Cluster::build(&config, Some(&first), &metrics).expect("build");
+    assert!(Arc::ptr_eq(&first.pools, &second.pools));
+
+    // Same path, same config, another CA in the file: the upstream's certificate is no longer
+    // trusted, which only a rebuilt client can notice (the kept pool would reuse its
+    // connection and succeed).
+    let (same_path, _) = private_ca(&dir, "upstream.test", &[b"http/1.1"]);
+    assert_eq!(same_path, ca_file);
+    let third = Cluster::build(&config, Some(&second), &metrics).expect("build");
+    assert!(!Arc::ptr_eq(&second.pools, &third.pools));
+    let error = send(&third, get("/", "svc"))
+        .await
+        .expect_err("the replaced CA does not sign the upstream's certificate");
+    assert_eq!(error.kind(), "upstream-tls", "{error}");
 }
 
 // === DNS discovery ===

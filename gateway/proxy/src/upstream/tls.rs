@@ -2,8 +2,11 @@
 //!
 //! Static endpoints are IP addresses, so the server name sent as SNI and verified against the
 //! certificate comes from the config (`tls.sni`), never from the request URI.
+//!
+//! The CA bundle is read by the caller ([`read_ca`]) so that its bytes can also decide whether a
+//! reload keeps the connection pools: a CA file changed on disk must reach new handshakes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use levee_config::{UpstreamProtocol, UpstreamTls};
@@ -53,18 +56,31 @@ pub(crate) enum TlsConfigError {
     Rustls(#[from] rustls::Error),
 }
 
+/// Reads the CA bundle at `path` as it is now.
+pub(crate) fn read_ca(path: &Path) -> Result<Arc<[u8]>, TlsConfigError> {
+    std::fs::read(path)
+        .map(Arc::from)
+        .map_err(|source| TlsConfigError::ReadCa {
+            path: path.to_owned(),
+            source,
+        })
+}
+
 /// Builds the client settings: ring provider, TLS 1.2 and 1.3, the configured CA bundle (or the
-/// Mozilla roots), and ALPN `h2` or `http/1.1` to match `protocol`.
+/// Mozilla roots), and ALPN `h2` or `http/1.1` to match `protocol`. `ca_pem` is the content of
+/// `tls.ca_file` from [`read_ca`]; the file is read here when it is not given.
 pub(crate) fn settings(
     tls: &UpstreamTls,
+    ca_pem: Option<&[u8]>,
     protocol: UpstreamProtocol,
 ) -> Result<TlsSettings, TlsConfigError> {
     let server_name = ServerName::try_from(tls.sni.clone())
         .map_err(|_| TlsConfigError::BadServerName(tls.sni.clone()))?;
 
-    let roots = match &tls.ca_file {
-        Some(path) => load_roots(path)?,
-        None => RootCertStore {
+    let roots = match (&tls.ca_file, ca_pem) {
+        (Some(path), Some(pem)) => load_roots(path, pem)?,
+        (Some(path), None) => load_roots(path, &read_ca(path)?)?,
+        (None, _) => RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         },
     };
@@ -85,26 +101,25 @@ pub(crate) fn settings(
     })
 }
 
-fn load_roots(path: &PathBuf) -> Result<RootCertStore, TlsConfigError> {
-    let pem = std::fs::read(path).map_err(|source| TlsConfigError::ReadCa {
-        path: path.clone(),
-        source,
-    })?;
+/// Parses the CA bundle `pem`, read from `path` (named in errors).
+fn load_roots(path: &Path, pem: &[u8]) -> Result<RootCertStore, TlsConfigError> {
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
+    for cert in CertificateDer::pem_slice_iter(pem) {
         let cert = cert.map_err(|source| TlsConfigError::BadPem {
-            path: path.clone(),
+            path: path.to_owned(),
             source,
         })?;
         roots
             .add(cert)
             .map_err(|source| TlsConfigError::BadCertificate {
-                path: path.clone(),
+                path: path.to_owned(),
                 source,
             })?;
     }
     if roots.is_empty() {
-        return Err(TlsConfigError::NoCertificates { path: path.clone() });
+        return Err(TlsConfigError::NoCertificates {
+            path: path.to_owned(),
+        });
     }
     Ok(roots)
 }
