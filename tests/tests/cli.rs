@@ -1,0 +1,167 @@
+//! The first-run demo and SIGHUP, through the real binary.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use levee_tests::client::{self, admin_get, url};
+use levee_tests::{GatewayProcess, Server, TempDir, bounded, eventually, levee_bin};
+
+/// Starts `levee demo` on free ports and returns the child, its stdout lines so far, and the
+/// public and admin addresses it printed.
+fn spawn_demo() -> (
+    std::process::Child,
+    Arc<Mutex<Vec<String>>>,
+    SocketAddr,
+    SocketAddr,
+) {
+    let mut child = Command::new(levee_bin!())
+        .args(["demo", "--port", "0", "--admin-port", "0"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn levee demo");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let stdout = child.stdout.take().expect("stdout");
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = lines.lock().unwrap().join("\n");
+        let public = address_after(&text, "curl -i http://");
+        let admin = address_after(&text, "status page  http://");
+        if let (Some(public), Some(admin)) = (public, admin) {
+            return (child, lines, public, admin);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo printed no URLs:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn address_after(text: &str, marker: &str) -> Option<SocketAddr> {
+    let rest = &text[text.find(marker)? + marker.len()..];
+    rest.split('/').next()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_its_upstreams_and_shows_failures() {
+    bounded(async {
+        let (mut child, _lines, public, admin) = spawn_demo();
+        let http = client::http1();
+
+        // Round-robin over the two healthy catalog upstreams.
+        let mut upstreams = Vec::new();
+        for _ in 0..4 {
+            let reply = client::get(&http, &url(public, "/catalog/items"))
+                .await
+                .unwrap();
+            assert_eq!(reply.status, 200);
+            upstreams.push(reply.json()["upstream"].as_str().unwrap().to_string());
+        }
+        assert!(
+            upstreams.contains(&"catalog-a".to_string()),
+            "{upstreams:?}"
+        );
+        assert!(
+            upstreams.contains(&"catalog-b".to_string()),
+            "{upstreams:?}"
+        );
+
+        // The flaky upstream fails every third request, and the failure reaches the client.
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let reply = client::get(&http, &url(public, "/flaky/")).await.unwrap();
+            statuses.push(reply.status.as_u16());
+        }
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 503).count(),
+            1,
+            "{statuses:?}"
+        );
+
+        // No route: the gateway's own JSON 404.
+        let reply = client::get(&http, &url(public, "/nowhere")).await.unwrap();
+        assert_eq!(reply.status, 404);
+        assert_eq!(reply.error_kind(), Some("no-route"));
+
+        let ready = admin_get(admin, "/readyz").await.unwrap();
+        assert_eq!(ready.status, 200);
+        let clusters = admin_get(admin, "/clusters").await.unwrap().json();
+        assert_eq!(clusters["clusters"].as_array().unwrap().len(), 3);
+
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the demo did not exit on SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(status.success(), "demo exited with {status}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config() {
+    bounded(async {
+        let upstream = Server::http1().name("first").run().await;
+        let dir = TempDir::new();
+        let config = dir.path().join("levee.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "listeners:\n  - name: public\n    address: 127.0.0.1:0\n\
+                 admin:\n  address: 127.0.0.1:0\n\
+                 routes:\n  - name: all\n    match: {{ path_prefix: / }}\n    cluster: app\n\
+                 clusters:\n  - name: app\n    endpoints: [ {{ address: \"{}\" }} ]\n\
+                 shutdown: {{ drain_delay: 0s, drain_timeout: 5s }}\n",
+                upstream.addr()
+            ),
+        )
+        .unwrap();
+        let gateway = GatewayProcess::spawn(levee_bin!(), &config, &["public"], &[])
+            .await
+            .unwrap();
+
+        gateway.signal("HUP").unwrap();
+        let reloaded = eventually(200, || {
+            let text = gateway.stderr_text();
+            async move {
+                text.lines()
+                    .any(|line| line.contains("\"config reloaded\"") && line.contains("Signal"))
+            }
+        })
+        .await;
+        assert!(
+            reloaded,
+            "no reload logged after SIGHUP:\n{}",
+            gateway.stderr_text()
+        );
+        let config = admin_get(gateway.admin_addr(), "/config")
+            .await
+            .unwrap()
+            .json();
+        assert_eq!(config["version"], 2, "{config}");
+        assert_eq!(config["reload"]["last_cause"], "signal", "{config}");
+    })
+    .await;
+}
