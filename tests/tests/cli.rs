@@ -11,6 +11,8 @@ use levee_tests::{GatewayProcess, Server, TempDir, bounded, eventually, levee_bi
 
 /// Starts `levee demo` on free ports and returns the child, its stdout lines so far, and the
 /// public and admin addresses it printed.
+// The child is handed to the caller, which stops and waits for it; clippy cannot see that.
+#[allow(clippy::zombie_processes)]
 fn spawn_demo() -> (
     std::process::Child,
     Arc<Mutex<Vec<String>>>,
@@ -30,22 +32,23 @@ fn spawn_demo() -> (
     let sink = lines.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
+            sink.lock().expect("lines lock").push(line);
         }
     });
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = lines.lock().unwrap().join("\n");
+        let text = lines.lock().expect("lines lock").join("\n");
         let public = address_after(&text, "curl -i http://");
         let admin = address_after(&text, "status page  http://");
         if let (Some(public), Some(admin)) = (public, admin) {
             return (child, lines, public, admin);
         }
-        assert!(
-            Instant::now() < deadline,
-            "the demo printed no URLs:\n{text}"
-        );
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the demo printed no URLs:\n{text}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -1,7 +1,5 @@
 //! The structured access log: one JSON line per finished request.
 //!
-//! OWNER: admin/metrics helper.
-//!
 //! Each line is formatted into one buffer and written with a single `write_all` on the locked
 //! writer, so lines from concurrent requests never interleave. A failed write (a closed pipe, a
 //! full disk) drops the line: the access log must never take the request path down.

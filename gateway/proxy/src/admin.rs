@@ -1,8 +1,6 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/config`, `/clusters`,
 //! `POST /config/reload`, and `/` (a status page for people).
 //!
-//! OWNER: admin/metrics helper.
-//!
 //! The admin API is a plain HTTP/1.1 server on its own listener (loopback by default), so it
 //! keeps answering when the proxy listeners are saturated. When a token is configured, every
 //! endpoint, `/healthz` included, needs it: the config shows file paths and the reload endpoint

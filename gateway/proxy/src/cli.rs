@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use levee_config::{Source, StdFileSystem};
 use tracing_subscriber::EnvFilter;
 
-use crate::gateway::{Gateway, GatewayOptions};
+use crate::gateway::{Gateway, GatewayOptions, ShutdownSignals};
 
 /// Levee: a resilience gateway.
 #[derive(Debug, Parser)]
@@ -67,7 +67,16 @@ fn run(config: &Path, workers: Option<usize>) -> ExitCode {
     // gateway reads it again (and reports errors properly) when it starts.
     let level = std::fs::read_to_string(config)
         .ok()
-        .and_then(|text| levee_config::load(&Source { path: config, text: &text }, &StdFileSystem).ok())
+        .and_then(|text| {
+            levee_config::load(
+                &Source {
+                    path: config,
+                    text: &text,
+                },
+                &StdFileSystem,
+            )
+            .ok()
+        })
         .map(|config| config.log.level)
         .unwrap_or_else(|| "info".to_string());
     init_logging(&level);
@@ -80,6 +89,13 @@ fn run(config: &Path, workers: Option<usize>) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let signals = match ShutdownSignals::install() {
+            Ok(signals) => signals,
+            Err(error) => {
+                eprintln!("levee: cannot install signal handlers: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
         let gateway = match Gateway::start(GatewayOptions::new(config)).await {
             Ok(gateway) => gateway,
             Err(error) => {
@@ -88,7 +104,7 @@ fn run(config: &Path, workers: Option<usize>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match gateway.run_until_signal().await {
+        match gateway.run_until_signal(signals).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(error = %format!("{error:#}"), "shutdown failed");
@@ -106,7 +122,13 @@ fn validate(file: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match levee_config::load(&Source { path: file, text: &text }, &StdFileSystem) {
+    match levee_config::load(
+        &Source {
+            path: file,
+            text: &text,
+        },
+        &StdFileSystem,
+    ) {
         Ok(_) => {
             let _ = writeln!(std::io::stdout(), "{}: ok", file.display());
             ExitCode::SUCCESS

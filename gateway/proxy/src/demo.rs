@@ -19,13 +19,14 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::gateway::{Gateway, GatewayOptions};
+use crate::gateway::{Gateway, GatewayOptions, ShutdownSignals};
 
 /// The demo's config. `{catalog_a}` and friends are replaced by the demo upstreams' addresses.
 const DEMO_CONFIG: &str = include_str!("demo.yaml");
 
 /// Runs the demo until Ctrl-C.
 pub async fn run(port: u16, admin_port: u16) -> anyhow::Result<()> {
+    let signals = ShutdownSignals::install()?;
     let catalog_a = spawn_upstream("catalog-a", Behaviour::Healthy).await?;
     let catalog_b = spawn_upstream("catalog-b", Behaviour::Healthy).await?;
     let flaky = spawn_upstream("flaky", Behaviour::FailsEveryThird).await?;
@@ -67,7 +68,7 @@ pub async fn run(port: u16, admin_port: u16) -> anyhow::Result<()> {
         config = config_path.display(),
     );
     let _ = std::io::stdout().write_all(banner.as_bytes());
-    gateway.run_until_signal().await
+    gateway.run_until_signal(signals).await
 }
 
 /// How a demo upstream answers.

@@ -75,8 +75,15 @@ impl Gateway {
     /// Loads the config, binds every listener and the admin listener, and starts serving.
     /// A config error fails with every message (file, line, key).
     pub async fn start(options: GatewayOptions) -> anyhow::Result<Gateway> {
+        // SIGHUP is caught before anything is bound: its default action ends the process, and
+        // a config-management HUP may arrive as soon as the listeners answer.
+        let (reload, requests) = reload::channel();
+        reload::spawn_sighup(reload.clone());
+
         let config_path = absolute(&options.config_path)?;
-        let (config, hash) = read_config(&config_path).await.map_err(anyhow::Error::msg)?;
+        let (config, hash) = read_config(&config_path)
+            .await
+            .map_err(anyhow::Error::msg)?;
         let config = Arc::new(config);
 
         let metrics = Metrics::new();
@@ -114,7 +121,6 @@ impl Gateway {
         tracing::info!(address = %admin_addr, "admin listener bound");
         readiness.set_listeners_bound();
 
-        let (reload, requests) = reload::channel();
         let shared = Arc::new(Shared {
             config_path,
             snapshot: snapshot.clone(),
@@ -145,7 +151,6 @@ impl Gateway {
         } else {
             None
         };
-        reload::spawn_sighup(reload.clone());
         let reload_loop = tokio::spawn(reload_loop(
             shared.clone(),
             reload.clone(),
@@ -205,26 +210,49 @@ impl Gateway {
         Ok(())
     }
 
-    /// Serves until SIGTERM or SIGINT, then drains as [`Gateway::shutdown`] does. A second
-    /// signal during the drain exits the process at once.
-    pub async fn run_until_signal(self) -> anyhow::Result<()> {
-        use tokio::signal::unix::{SignalKind, signal};
-
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
-            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
-        }
+    /// Serves until SIGTERM or SIGINT arrives on `signals`, then drains as
+    /// [`Gateway::shutdown`] does. A second signal during the drain exits the process at once.
+    pub async fn run_until_signal(self, mut signals: ShutdownSignals) -> anyhow::Result<()> {
+        let first = signals.recv().await;
+        tracing::info!(signal = first, "shutdown requested");
         tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = int.recv() => {},
-            }
-            tracing::warn!("second signal: exiting without draining");
+            let second = signals.recv().await;
+            tracing::warn!(signal = second, "second signal: exiting without draining");
             std::process::exit(130);
         });
         self.shutdown().await
+    }
+}
+
+// === impl ShutdownSignals ===
+
+/// SIGTERM and SIGINT, caught from the moment [`ShutdownSignals::install`] returns.
+///
+/// Install it before [`Gateway::start`]: the default action of both signals ends the process,
+/// so a signal sent as soon as the listeners answer (a rolling deploy) must already be caught
+/// to be drained.
+#[derive(Debug)]
+pub struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers. Needs a tokio runtime.
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next signal and names it.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }
 
@@ -344,7 +372,11 @@ async fn read_token(path: &Path) -> anyhow::Result<String> {
         .await
         .with_context(|| format!("reading the admin token file {}", path.display()))?;
     let token = token.trim().to_string();
-    anyhow::ensure!(!token.is_empty(), "the admin token file {} is empty", path.display());
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the admin token file {} is empty",
+        path.display()
+    );
     Ok(token)
 }
 

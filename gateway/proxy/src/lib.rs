@@ -19,4 +19,4 @@ pub mod route;
 pub mod snapshot;
 pub mod upstream;
 
-pub use gateway::{Gateway, GatewayOptions};
+pub use gateway::{Gateway, GatewayOptions, ShutdownSignals};

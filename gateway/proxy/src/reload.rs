@@ -1,6 +1,4 @@
 //! Reload triggers (config file changes, SIGHUP, the admin API) and the last reload's status.
-//!
-//! OWNER: admin/metrics helper. The reload itself (parse, validate, build, swap) is done by
 //! `gateway.rs`, which receives [`ReloadRequest`]s from the channel made by [`channel`].
 //!
 //! Triggers only *ask*: a request that finds another one already queued is dropped, because the
@@ -337,8 +335,11 @@ async fn debounce_loop(
 /// called inside a tokio runtime. Does nothing on platforms without SIGHUP.
 pub fn spawn_sighup(handle: ReloadHandle) {
     #[cfg(unix)]
-    tokio::spawn(async move {
+    {
         use tokio::signal::unix::{SignalKind, signal};
+        // The handler is installed here, before this function returns, not inside the task:
+        // SIGHUP's default action ends the process, so a HUP that arrives between startup and
+        // the task's first poll must already be caught.
         let mut hangup = match signal(SignalKind::hangup()) {
             Ok(hangup) => hangup,
             Err(error) => {
@@ -346,19 +347,21 @@ pub fn spawn_sighup(handle: ReloadHandle) {
                 return;
             }
         };
-        loop {
-            tokio::select! {
-                received = hangup.recv() => {
-                    if received.is_none() {
-                        return;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    received = hangup.recv() => {
+                        if received.is_none() {
+                            return;
+                        }
+                        tracing::info!("SIGHUP received; asking for a reload");
+                        handle.request(ReloadCause::Signal);
                     }
-                    tracing::info!("SIGHUP received; asking for a reload");
-                    handle.request(ReloadCause::Signal);
+                    () = handle.tx.closed() => return,
                 }
-                () = handle.tx.closed() => return,
             }
-        }
-    });
+        });
+    }
     #[cfg(not(unix))]
     let _ = handle;
 }

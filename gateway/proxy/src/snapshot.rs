@@ -3,8 +3,6 @@
 //! A request loads the current snapshot once and keeps it to the end, so a reload never changes
 //! the rules under a request in flight. Building a snapshot carries the stateful parts of each
 //! cluster over from the previous one (see [`crate::upstream::Cluster`]).
-//!
-//! OWNER: upstream helper.
 
 use std::collections::HashMap;
 use std::sync::Arc;

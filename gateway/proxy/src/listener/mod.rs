@@ -1,7 +1,5 @@
 //! Downstream listeners: accept, TLS, HTTP/1.1 and HTTP/2, limits, graceful drain.
 //!
-//! OWNER: listener helper.
-//!
 //! A [`ListenerSet`] owns one accept loop per configured listener. Reload calls
 //! [`ListenerSet::apply`], which diffs by listener name: all fallible work (binding sockets,
 //! reading certificates) happens before anything changes, so a bad reload leaves the running

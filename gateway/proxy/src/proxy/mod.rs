@@ -18,8 +18,6 @@
 //! An absolute-form target never decides where the gateway connects: it only ever connects to
 //! cluster endpoints, and the upstream request is always origin-form. The gateway is not an
 //! open proxy.
-//!
-//! OWNER: request-path helper.
 
 pub mod error;
 mod forward;

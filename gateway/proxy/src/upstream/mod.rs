@@ -9,8 +9,6 @@
 //! Each endpoint gets its own pooled hyper client whose connector always dials that endpoint.
 //! The request URI can then carry the downstream host, which becomes `Host` (HTTP/1.1) or
 //! `:authority` (HTTP/2) as the upstream expects, while pools stay per endpoint.
-//!
-//! OWNER: upstream helper.
 
 mod connector;
 mod dns;
