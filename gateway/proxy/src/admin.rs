@@ -304,7 +304,7 @@ fn status_page(state: &AdminState) -> Response<ProxyBody> {
         let _ = writeln!(page, "<h3>{}</h3>", escape(&name));
         page.push_str(
             "<table>\n<tr><th>endpoint</th><th>weight</th><th>priority</th><th>usable</th>\
-             <th>in-flight</th><th>EWMA</th></tr>\n",
+             <th>in-flight</th><th>requests</th><th>connections</th><th>EWMA latency</th></tr>\n",
         );
         let endpoints = cluster
             .get("endpoints")
@@ -318,15 +318,22 @@ fn status_page(state: &AdminState) -> Response<ProxyBody> {
                     .map(plain)
                     .unwrap_or_else(|| "-".to_string())
             };
+            let ewma = endpoint
+                .get("ewma_latency_ms")
+                .and_then(serde_json::Value::as_f64)
+                .map_or_else(|| "-".to_string(), |ms| format!("{ms:.2} ms"));
             let _ = writeln!(
                 page,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td></tr>",
                 escape(&cell(&["address", "endpoint"])),
                 escape(&cell(&["weight"])),
                 escape(&cell(&["priority"])),
                 escape(&cell(&["usable", "health", "state"])),
                 escape(&cell(&["in_flight", "inflight"])),
-                escape(&cell(&["ewma_ms", "ewma_latency_ms", "ewma"])),
+                escape(&cell(&["requests_total"])),
+                escape(&cell(&["open_connections"])),
+                escape(&ewma),
             );
         }
         page.push_str("</table>\n");
