@@ -87,7 +87,8 @@ impl TestGateway {
 
 /// A minimal config: one plain listener `public` and admin on `127.0.0.1:0`, one route `all`
 /// for every path to cluster `backend` with these endpoints and round-robin balancing; a short
-/// drain (100ms delay, 10s timeout) so that tests which shut down stay quick.
+/// drain (100ms delay, 10s timeout) so that tests which shut down stay quick; no access log,
+/// so test output stays readable.
 pub fn simple_config(endpoints: &[SocketAddr]) -> String {
     let endpoints: String = endpoints
         .iter()
@@ -107,6 +108,8 @@ routes:
 shutdown:
   drain_delay: 100ms
   drain_timeout: 10s
+log:
+  access_log: false
 clusters:
   - name: backend
     lb: round-robin

@@ -124,7 +124,9 @@ async fn process_writes_one_json_access_log_line_per_request() {
     bounded(async {
         let upstream = Server::http1().run().await;
         let dir = TempDir::new();
-        let path = dir.write("levee.yaml", simple_config(&[upstream.addr()]));
+        let config =
+            simple_config(&[upstream.addr()]).replace("access_log: false", "access_log: true");
+        let path = dir.write("levee.yaml", config);
         let gateway = GatewayProcess::spawn(levee_bin!(), &path, &["public"], &[])
             .await
             .unwrap();
