@@ -174,10 +174,18 @@ fn demo(port: u16, admin_port: u16) -> ExitCode {
 }
 
 fn build_runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = workers.filter(|n| *n > 0) {
-        builder.worker_threads(workers);
-    }
+    // One worker means one thread: a current-thread runtime then does the same work without the
+    // work-stealing scheduler's cross-thread bookkeeping (nginx's model: one event loop per
+    // worker).
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) if n > 1 => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all().thread_name("levee-worker").build()
 }
 
