@@ -224,6 +224,11 @@ impl<T: AsyncRead> AsyncRead for ConnIo<T> {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                // `advance` keeps the sniff buffer's allocation alive; an idle keep-alive
+                // connection should not carry it for the rest of its life.
+                *this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();

@@ -14,7 +14,7 @@
 use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,7 +79,9 @@ pub(super) async fn serve(
     };
     match &settings.tls {
         Some(tls) => {
-            let handshake = TlsAcceptor::from(tls.clone()).accept(stream);
+            // Boxed, like `run` below: the connection task's future is as large as its largest
+            // state, and a plain HTTP/1.1 connection should not carry TLS or HTTP/2 state.
+            let handshake = Box::pin(TlsAcceptor::from(tls.clone()).accept(stream));
             let tls_stream = tokio::select! {
                 res = tokio::time::timeout(limits.header_read_timeout, handshake) => match res {
                     Ok(Ok(s)) => s,
@@ -98,7 +100,7 @@ pub(super) async fn serve(
             let h2 = session.alpn_protocol() == Some(b"h2");
             let info = info(true, session.server_name());
             let io = ConnIo::new(tls_stream, Bytes::new(), activity.clone());
-            run(io, h2, info, proxy, limits, ctl).await;
+            Box::pin(run(io, h2, info, proxy, limits, ctl)).await;
         }
         None => {
             let mut stream = stream;
@@ -120,7 +122,7 @@ pub(super) async fn serve(
             };
             let (h2, prefix) = sniffed;
             let io = ConnIo::new(stream, prefix, activity.clone());
-            run(io, h2, info(false, None), proxy, limits, ctl).await;
+            Box::pin(run(io, h2, info(false, None), proxy, limits, ctl)).await;
         }
     }
     drop(guard);
@@ -168,10 +170,13 @@ async fn run<I>(
         let proxy = proxy.clone();
         let info = info.clone();
         let in_flight = activity.request();
-        async move {
+        // Boxed: hyper keeps one slot for the service future per connection for the
+        // connection's whole life, sized to the future. The request path's future is several
+        // KiB; boxed, an idle keep-alive connection holds a pointer instead.
+        Box::pin(async move {
             let res = proxy.call(req, info).await;
             res.map(|res| res.map(|body| InFlightBody::new(body, in_flight)))
-        }
+        })
     });
     let max_header_size = usize::try_from(limits.max_header_size).unwrap_or(usize::MAX);
     if h2 {
@@ -182,8 +187,8 @@ async fn run<I>(
             .max_pending_accept_reset_streams(limits.http2_max_pending_resets as usize)
             .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
             .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
-        let conn = pin!(builder.serve_connection(io, service));
-        drive(conn, |c| c.graceful_shutdown(), ctl).await;
+        let mut conn = Box::pin(builder.serve_connection(io, service));
+        drive(conn.as_mut(), |c| c.graceful_shutdown(), ctl).await;
     } else {
         let mut builder = http1::Builder::new();
         builder
@@ -199,8 +204,8 @@ async fn run<I>(
         if max_header_size > HYPER_DEFAULT_MAX_BUF {
             builder.max_buf_size(max_header_size);
         }
-        let conn = pin!(builder.serve_connection(io, service).with_upgrades());
-        drive(conn, |c| c.graceful_shutdown(), ctl).await;
+        let mut conn = Box::pin(builder.serve_connection(io, service).with_upgrades());
+        drive(conn.as_mut(), |c| c.graceful_shutdown(), ctl).await;
     }
 }
 
