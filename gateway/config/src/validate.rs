@@ -707,6 +707,15 @@ impl Checker<'_> {
                         format!("{key}.headers[{i}].value"),
                         "a header value must not contain control characters or line breaks",
                     );
+                } else if let Some(v) = &value
+                    && v.trim_matches([' ', '\t']) != v
+                {
+                    // HTTP parsers strip surrounding whitespace from field values (RFC 9110
+                    // §5.5), so a value that keeps it could never match.
+                    self.err(
+                        format!("{key}.headers[{i}].value"),
+                        "a header value must not start or end with spaces or tabs",
+                    );
                 }
                 HeaderMatch { name, value }
             })
@@ -726,6 +735,12 @@ impl Checker<'_> {
             self.err(
                 key,
                 format!("`{path}` must not contain spaces or control characters"),
+            );
+        } else if path.contains(['?', '#']) {
+            // Routing matches the path alone; a query or fragment here could never match.
+            self.err(
+                key,
+                format!("`{path}` must be a path only, without `?` query or `#` fragment"),
             );
         }
     }
@@ -979,7 +994,7 @@ fn host_pattern(text: &str) -> Result<HostMatch, String> {
         if suffix.contains('*') {
             return Err(bad("only one leading `*.` wildcard is allowed"));
         }
-        if !is_host(suffix) {
+        if !is_host(suffix) || suffix.parse::<IpAddr>().is_ok() || suffix.starts_with('[') {
             return Err(bad("the part after `*.` must be a DNS name"));
         }
         return Ok(HostMatch::Suffix(suffix.to_owned()));
@@ -1066,6 +1081,9 @@ mod tests {
         assert!(host_pattern("*.*.com").is_err());
         assert!(host_pattern("api.example.com:8080").is_err());
         assert!(host_pattern("bad host").is_err());
+        // Found by fuzzing: no request host can match a wildcard over an IP address.
+        assert!(host_pattern("*.1.2.3.4").is_err());
+        assert!(host_pattern("*.[::1]").is_err());
     }
 
     #[test]

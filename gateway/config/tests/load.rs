@@ -716,6 +716,44 @@ fn path_rules_are_checked() {
     );
 }
 
+/// Found by fuzzing: each of these loaded, but no request could ever match the route.
+#[test]
+fn route_conditions_that_no_request_can_meet_are_errors() {
+    let text = with_listener(
+        "routes:\n  - name: query\n    match: { path: \"/a?b\" }\n    cluster: c\n  - name: fragment\n    match: { path_prefix: \"/a#b\" }\n    cluster: c\n  - name: spaced\n    match: { headers: [ { name: x-env, value: \" canary\" } ] }\n    cluster: c\n  - name: ip\n    match: { host: \"*.10.0.0.1\" }\n    cluster: c\n\
+         clusters:\n  - { name: c, endpoints: [ { address: 127.0.0.1:1 } ] }\n",
+    );
+    let e = errors(&text);
+    assert_error(
+        &text,
+        &e,
+        "routes[0].match.path",
+        "path: \"/a?b",
+        "without `?` query",
+    );
+    assert_error(
+        &text,
+        &e,
+        "routes[1].match.path_prefix",
+        "path_prefix: \"/a#b",
+        "without `?` query or `#` fragment",
+    );
+    assert_error(
+        &text,
+        &e,
+        "routes[2].match.headers[0].value",
+        "value: \" canary",
+        "must not start or end with spaces",
+    );
+    assert_error(
+        &text,
+        &e,
+        "routes[3].match.host",
+        "host: \"*.10",
+        "must be a DNS name",
+    );
+}
+
 #[test]
 fn host_method_and_header_rules_are_checked() {
     let text = with_listener(

@@ -227,13 +227,27 @@ async fn handle(
 fn downstream_host(
     req: &Request<Incoming>,
 ) -> Result<(Option<&str>, Option<HeaderValue>), ProxyError> {
-    let host_header = match req.headers().get(HOST) {
-        Some(value) => Some(
-            value
+    // RFC 9112 §3.2: more than one Host, or one that is not a valid host, is a 400. The
+    // gateway routes by one value, so forwarding another would let the upstream disagree.
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host_header = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => {
+            return Err(ProxyError::BadRequest(
+                "the request has more than one Host header",
+            ));
+        }
+        (Some(value), None) => {
+            let host = value
                 .to_str()
-                .map_err(|_| ProxyError::BadRequest("the Host header is not valid text"))?,
-        ),
-        None => None,
+                .map_err(|_| ProxyError::BadRequest("the Host header is not valid text"))?;
+            if host.contains('@') || host.parse::<http::uri::Authority>().is_err() {
+                return Err(ProxyError::BadRequest(
+                    "the Host header is not a valid host",
+                ));
+            }
+            Some(host)
+        }
+        (None, _) => None,
     };
     let Some(authority) = req.uri().authority() else {
         return Ok((host_header, None));

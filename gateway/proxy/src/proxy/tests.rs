@@ -419,6 +419,25 @@ async fn connect_method_is_refused_with_405() {
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 }
 
+/// Found by fuzzing: two Host headers, or a Host that is no host, were forwarded as sent.
+#[tokio::test]
+async fn ambiguous_or_invalid_host_headers_are_rejected() {
+    let (upstream, hits) = echo_upstream().await;
+    let gw = simple_gateway(upstream, |_| {}).await;
+    for raw in [
+        "GET / HTTP/1.1\r\nHost: app.test\r\nHost: evil.test\r\n\r\n",
+        "GET http://app.test/ HTTP/1.1\r\nHost: app.test\r\nHost: evil.test\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: user@app.test\r\n\r\n",
+    ] {
+        let (_stream, head) = raw_exchange(gw, raw).await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{raw:?} got {head}");
+        assert!(head.contains("x-levee-error: bad-request"), "{head}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
 #[tokio::test]
 async fn absolute_form_naming_another_host_than_host_header_is_rejected() {
     let (upstream, hits) = echo_upstream().await;
