@@ -211,44 +211,65 @@ async fn run<I>(
 
 /// Polls `conn` to completion, starting a graceful shutdown on drain or idleness and dropping
 /// it on abort or when a request head takes longer than the header-read timeout.
-async fn drive<C, E>(mut conn: Pin<&mut C>, shutdown: impl Fn(Pin<&mut C>), mut ctl: Control)
+///
+/// This runs around every request, so its timers and signal futures are made once and reset,
+/// not rebuilt on each wake-up, and the connection is polled first.
+async fn drive<C, E>(mut conn: Pin<&mut C>, shutdown: impl Fn(Pin<&mut C>), ctl: Control)
 where
     C: Future<Output = Result<(), E>>,
     E: Display,
 {
+    let Control {
+        mut drain,
+        mut abort,
+        activity,
+        idle_timeout,
+        header_read_timeout,
+    } = ctl;
     let mut shutting_down = false;
+    let drained = signalled(&mut drain);
+    let aborted = signalled(&mut abort);
+    let idle = tokio::time::sleep_until(activity.next_idle_check(idle_timeout));
+    // Armed when a request head starts; far away (and ignored) otherwise.
+    let head = sleep_until_some(header_read_timeout.and_then(|t| activity.head_deadline(t)));
+    tokio::pin!(drained, aborted, idle, head);
     loop {
-        let idle_check = ctl.activity.next_idle_check(ctl.idle_timeout);
-        let head_deadline = ctl
-            .header_read_timeout
-            .and_then(|t| ctl.activity.head_deadline(t));
         tokio::select! {
+            biased;
             res = conn.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "downstream connection ended with an error");
                 }
                 return;
             }
-            () = signalled(&mut ctl.drain), if !shutting_down => {
+            () = &mut aborted => return,
+            () = &mut drained, if !shutting_down => {
                 shutdown(conn.as_mut());
                 shutting_down = true;
             }
-            () = signalled(&mut ctl.abort) => return,
-            // A head that started meanwhile: loop to arm its deadline.
-            () = ctl.activity.head_started(), if ctl.header_read_timeout.is_some() => {}
-            () = sleep_until_some(head_deadline) => {
-                if ctl.header_read_timeout.is_some_and(|t| ctl.activity.head_expired(t)) {
+            // A head started: arm its deadline.
+            () = activity.head_started(), if header_read_timeout.is_some() => {
+                let deadline = header_read_timeout.and_then(|t| activity.head_deadline(t));
+                head.set(sleep_until_some(deadline));
+            }
+            () = &mut head => {
+                if header_read_timeout.is_some_and(|t| activity.head_expired(t)) {
                     // A partial head cannot be shut down gracefully (hyper waits for it), and
                     // no response is underway, so the connection is simply dropped.
                     tracing::debug!("no complete request head in time; closing");
                     return;
                 }
+                // The head arrived in time, or a newer one started: re-arm or stand down.
+                let deadline = header_read_timeout.and_then(|t| activity.head_deadline(t));
+                head.set(sleep_until_some(deadline));
             }
-            () = tokio::time::sleep_until(idle_check), if !shutting_down => {
-                if ctl.activity.is_idle(ctl.idle_timeout) {
+            () = &mut idle, if !shutting_down => {
+                if activity.is_idle(idle_timeout) {
                     tracing::debug!("closing idle downstream connection");
                     shutdown(conn.as_mut());
                     shutting_down = true;
+                } else {
+                    idle.as_mut().reset(activity.next_idle_check(idle_timeout));
                 }
             }
         }

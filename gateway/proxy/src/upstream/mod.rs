@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::uri::{Authority, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -166,17 +166,18 @@ impl Cluster {
             Some(authority) => authority,
             None => authority_of(address)?,
         };
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        *req.uri_mut() = Uri::builder()
-            .scheme(self.pools.scheme.clone())
-            .authority(authority)
-            .path_and_query(path)
-            .build()
-            .map_err(|e| UpstreamError::Protocol(Box::new(e)))?;
+        // `PathAndQuery` is `Bytes` inside: cloning it copies nothing.
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.pools.scheme.clone());
+        parts.authority = Some(authority);
+        parts.path_and_query = Some(
+            req.uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        *req.uri_mut() =
+            Uri::from_parts(parts).map_err(|e| UpstreamError::Protocol(Box::new(e)))?;
         if http2 {
             if from_host {
                 // HTTP/2 carries the host as `:authority`; a `Host` header next to it is
@@ -415,7 +416,7 @@ struct Pools {
     builder: hyper_util::client::legacy::Builder,
     metrics: Arc<Metrics>,
     counts: Arc<ConnectionCounts>,
-    clients: Mutex<HashMap<SocketAddr, Client<Connector, ProxyBody>>>,
+    clients: Mutex<HashMap<SocketAddr, Arc<Client<Connector, ProxyBody>>>>,
 }
 
 impl Pools {
@@ -455,7 +456,9 @@ impl Pools {
         })
     }
 
-    fn client_for(&self, address: SocketAddr) -> Client<Connector, ProxyBody> {
+    /// The pooled client of `address`. An `Arc`, because a hyper `Client` clone bumps several
+    /// reference counts and this runs on every request.
+    fn client_for(&self, address: SocketAddr) -> Arc<Client<Connector, ProxyBody>> {
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         if clients.len() >= PRUNE_CLIENTS_AT && !clients.contains_key(&address) {
             // DNS may hand out ever new addresses; clients of endpoints with no open
@@ -465,14 +468,14 @@ impl Pools {
         clients
             .entry(address)
             .or_insert_with(|| {
-                self.builder.build(Connector::new(
+                Arc::new(self.builder.build(Connector::new(
                     self.cluster.clone(),
                     address,
                     self.settings.connect_timeout,
                     self.tls.clone(),
                     self.metrics.clone(),
                     self.counts.clone(),
-                ))
+                )))
             })
             .clone()
     }
