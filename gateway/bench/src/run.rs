@@ -1,0 +1,393 @@
+//! One benchmark run, from starting the upstreams to the finished report.
+//!
+//! Order: throughput rounds (direct, nginx, Levee interleaved, so drift in the machine hits all
+//! three alike), then the fixed-rate runs at half of nginx's maximum, then the memory probe and
+//! the reload probe on fresh gateway processes, so that neither sees leftovers of the load.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::BenchArgs;
+use crate::cpu::{self, CpuSample};
+use crate::load::{self, LoadOptions};
+use crate::report::{Machine, MemoryRow, ReloadFigures, Report, Round, Settings, TargetThroughput};
+use crate::targets::{self, Server};
+use crate::{idle, reload};
+
+/// Upstream runtime threads: each upstream shares one CPU with the load generator, where more
+/// threads would only add switching.
+const UPSTREAM_THREADS: usize = 1;
+
+/// Time a freshly started gateway is left alone before its idle memory is read.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// Runs the whole benchmark and prints the report.
+pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    load::check_tools()?;
+    let levee = args.levee.clone().unwrap_or_else(targets::default_levee);
+    if !args.no_levee && !levee.exists() {
+        bail!(
+            "no Levee binary at {}: run `cargo build --release -p levee` first (or use \
+             gateway/bench/run.sh, which does), or pass --levee PATH",
+            levee.display()
+        );
+    }
+    if Command::new(&args.nginx).arg("-v").output().is_err() {
+        bail!(
+            "cannot run nginx ({}); see gateway/bench/README.md (apt-get install -y nginx)",
+            args.nginx.display()
+        );
+    }
+    prepare_self(&args.load_cpus)?;
+
+    let work = std::env::temp_dir().join(format!("levee-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work).context("creating the work directory")?;
+    let result = run_in(args, &levee, &work);
+    let _ = std::fs::remove_dir_all(&work);
+    let report = result?;
+
+    let text = report.to_markdown();
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+    }
+    if let Some(path) = &args.out {
+        std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn run_in(args: &BenchArgs, levee: &Path, work: &Path) -> anyhow::Result<Report> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let load = LoadOptions {
+        cpus: args.load_cpus.clone(),
+        connections: args.connections,
+        duration: args.duration,
+        warmup: args.warmup,
+        work_dir: work.to_path_buf(),
+    };
+    let with_levee = !args.no_levee;
+    let cpus = Placement {
+        gateway: cpu::parse_list(&args.gateway_cpus)?,
+        load: cpu::parse_list(&args.load_cpus)?,
+    };
+
+    // Other work on the machine (a build, another benchmark) skews every figure; it is
+    // measured before anything starts and printed in the report.
+    let before = CpuSample::now()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let background = CpuSample::now()?.busy_since(&before, &[]);
+    if background > 0.1 {
+        progress(&format!(
+            "warning: the machine is {:.0}% busy before the run; figures will be noisy",
+            background * 100.0
+        ));
+    }
+
+    progress("starting two upstreams");
+    let upstreams = [
+        targets::start_upstream(&args.load_cpus, UPSTREAM_THREADS)?,
+        targets::start_upstream(&args.load_cpus, UPSTREAM_THREADS)?,
+    ];
+    let upstream_addrs: Vec<_> = upstreams.iter().map(|u| u.address).collect();
+
+    // === throughput and fixed rate ===
+    let mut nginx = Some(targets::start_nginx(
+        &args.nginx,
+        &args.gateway_cpus,
+        &work.join("nginx"),
+        &upstream_addrs,
+    )?);
+    let mut levee_server = if with_levee {
+        Some(targets::start_levee(
+            levee,
+            &args.gateway_cpus,
+            &work.join("levee.yaml"),
+            &targets::levee_config(&upstream_addrs, 1),
+        )?)
+    } else {
+        None
+    };
+
+    let names = ["direct", "nginx", "Levee"];
+    let urls = [
+        url(upstreams[0].address),
+        nginx.as_ref().map(|s| url(s.address)).unwrap_or_default(),
+        levee_server
+            .as_ref()
+            .map(|s| url(s.address))
+            .unwrap_or_default(),
+    ];
+    let mut rounds: [Vec<Round>; 3] = Default::default();
+    for round in 0..args.rounds.max(1) {
+        for (i, name) in names.iter().enumerate() {
+            let gateway = match i {
+                0 => None,
+                1 => nginx.as_mut(),
+                _ => match levee_server.as_mut() {
+                    Some(server) => Some(server),
+                    None => continue,
+                },
+            };
+            progress(&format!(
+                "round {} of {}: {name}",
+                round + 1,
+                args.rounds.max(1)
+            ));
+            rounds[i].push(throughput_round(&load, &cpus, &urls[i], gateway)?);
+        }
+    }
+    let throughput: Vec<TargetThroughput> = names
+        .iter()
+        .zip(rounds)
+        .filter(|(_, rounds)| !rounds.is_empty())
+        .map(|(name, rounds)| TargetThroughput::new(name, rounds))
+        .collect();
+
+    let nginx_max = throughput
+        .iter()
+        .find(|t| t.name == "nginx")
+        .map(|t| t.median().throughput.rps)
+        .context("no nginx throughput")?;
+    let rate = (nginx_max / 2.0).max(1.0);
+    let mut fixed = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        if urls[i].is_empty() {
+            continue;
+        }
+        progress(&format!("fixed rate {rate:.0} req/s: {name}"));
+        fixed.push((
+            name.to_string(),
+            load::h2load_fixed_rate(&load, &urls[i], rate, name)?,
+        ));
+    }
+    if let Some(server) = nginx.as_mut() {
+        server.proc.check_alive()?;
+    }
+    if let Some(server) = levee_server.as_mut() {
+        server.proc.check_alive()?;
+    }
+    let rss_after_load = levee_server.as_ref().map(|s| s.proc.rss()).transpose()?;
+    drop(nginx.take());
+    drop(levee_server.take());
+
+    // === memory ===
+    let mut memory = Vec::new();
+    if with_levee {
+        progress(&format!(
+            "memory: Levee with {} idle clients",
+            args.idle_connections
+        ));
+        let server = targets::start_levee(
+            levee,
+            &args.gateway_cpus,
+            &work.join("levee.yaml"),
+            &targets::levee_config(&upstream_addrs, 1),
+        )?;
+        let mut row = memory_probe(&runtime, server, "Levee", args.idle_connections)?;
+        row.after_load = rss_after_load;
+        memory.push(row);
+    }
+    progress(&format!(
+        "memory: nginx with {} idle clients",
+        args.idle_connections
+    ));
+    let server = targets::start_nginx(
+        &args.nginx,
+        &args.gateway_cpus,
+        &work.join("nginx"),
+        &upstream_addrs,
+    )?;
+    memory.push(memory_probe(
+        &runtime,
+        server,
+        "nginx",
+        args.idle_connections,
+    )?);
+    // A bare hyper HTTP/1.1 server (the bench upstream) shows how much of a Rust gateway's
+    // per-connection memory is hyper's own.
+    progress(&format!(
+        "memory: bare hyper server with {} idle clients",
+        args.idle_connections
+    ));
+    let server = targets::start_upstream(&args.gateway_cpus, UPSTREAM_THREADS)?;
+    memory.push(memory_probe(
+        &runtime,
+        server,
+        "bare hyper server (the bench upstream)",
+        args.idle_connections,
+    )?);
+
+    // === reload ===
+    let reload = if with_levee && args.reloads > 0 {
+        progress(&format!(
+            "reload: {} reloads of 100 routes and 100 clusters",
+            args.reloads
+        ));
+        let server = targets::start_levee(
+            levee,
+            &args.gateway_cpus,
+            &work.join("levee-100.yaml"),
+            &targets::levee_config(&upstream_addrs, 100),
+        )?;
+        Some(reload_probe(&runtime, server, args.reloads)?)
+    } else {
+        None
+    };
+
+    for mut upstream in upstreams {
+        upstream.proc.check_alive()?;
+    }
+
+    Ok(Report {
+        machine: Machine::probe(levee, &args.nginx, with_levee, background),
+        settings: Settings {
+            duration: args.duration,
+            warmup: args.warmup,
+            connections: args.connections,
+            rounds: args.rounds.max(1),
+            gateway_cpus: args.gateway_cpus.clone(),
+            load_cpus: args.load_cpus.clone(),
+            idle_connections: args.idle_connections,
+        },
+        throughput,
+        fixed_rate: fixed,
+        memory,
+        reload,
+    })
+}
+
+/// One measured wrk run after an unmeasured warm-up, with the gateway's CPU time over it.
+fn throughput_round(
+    load: &LoadOptions,
+    cpus: &Placement,
+    url: &str,
+    mut gateway: Option<&mut Server>,
+) -> anyhow::Result<Round> {
+    if !load.warmup.is_zero() {
+        load::wrk(load, url, load.warmup)?;
+    }
+    let cpu_before = gateway.as_ref().map(|g| g.proc.cpu_time()).transpose()?;
+    let cores_before = CpuSample::now()?;
+    let started = Instant::now();
+    let throughput = load::wrk(load, url, load.duration)?;
+    let wall = started.elapsed();
+    let cores = CpuSample::now()?;
+    let cpu = match (gateway.as_mut(), cpu_before) {
+        (Some(g), Some(before)) => {
+            g.proc.check_alive()?;
+            Some(g.proc.cpu_time()?.saturating_sub(before))
+        }
+        _ => None,
+    };
+    Ok(Round {
+        throughput,
+        gateway_cpu: cpu,
+        wall,
+        gateway_core_busy: cores.busy_since(&cores_before, &cpus.gateway),
+        load_core_busy: cores.busy_since(&cores_before, &cpus.load),
+    })
+}
+
+/// The CPUs of each side, as lists.
+#[derive(Debug)]
+struct Placement {
+    gateway: Vec<usize>,
+    load: Vec<usize>,
+}
+
+/// Idle memory of a fresh gateway, then with `count` idle keep-alive clients.
+fn memory_probe(
+    runtime: &tokio::runtime::Runtime,
+    mut server: Server,
+    name: &str,
+    count: usize,
+) -> anyhow::Result<MemoryRow> {
+    std::thread::sleep(SETTLE);
+    let idle_rss = server.proc.rss()?;
+    let open = runtime
+        .block_on(idle::open_idle(server.address, count))
+        .with_context(|| format!("opening idle connections to {name}"))?;
+    std::thread::sleep(SETTLE);
+    server.proc.check_alive()?;
+    let with_clients = server.proc.rss()?;
+    drop(open);
+    Ok(MemoryRow {
+        name: name.to_string(),
+        idle: idle_rss,
+        with_clients,
+        clients: count,
+        after_load: None,
+    })
+}
+
+/// Triggers `count` reloads and collects the durations the gateway logged for them.
+fn reload_probe(
+    runtime: &tokio::runtime::Runtime,
+    mut server: Server,
+    count: usize,
+) -> anyhow::Result<ReloadFigures> {
+    let admin = server.admin.context("Levee reported no admin address")?;
+    // Lines logged so far (startup) are not reloads.
+    let _ = server.proc.drain(|_| Some(()));
+    let mut round_trips = Vec::with_capacity(count);
+    for _ in 0..count {
+        let took = runtime.block_on(reload::trigger(admin))?;
+        round_trips.push(took.as_secs_f64() * 1e3);
+    }
+    let mut logged = Vec::with_capacity(count);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while logged.len() < count && Instant::now() < deadline {
+        logged.extend(server.proc.drain(reload::logged_duration));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if logged.len() < count {
+        bail!(
+            "Levee logged {} `config reloaded` lines for {count} reloads:\n{}",
+            logged.len(),
+            server.proc.tail(20)
+        );
+    }
+    Ok(ReloadFigures {
+        logged_ms: logged,
+        round_trip_ms: round_trips,
+    })
+}
+
+/// Pins the harness (and so every thread it starts) to `cpus`, and raises its open-file limit
+/// for the memory probe's client sockets; children inherit both.
+fn prepare_self(cpus: &str) -> anyhow::Result<()> {
+    let pid = std::process::id().to_string();
+    if !cpus.is_empty() {
+        let status = Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &pid])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("running taskset")?;
+        if !status.success() {
+            bail!("taskset could not pin the harness to CPUs {cpus}");
+        }
+    }
+    // Without privileges the hard limit may be lower; the probe then fails with a clear error
+    // when it runs out, so a failed raise is not fatal here.
+    let _ = Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile=65536:65536"])
+        .status();
+    Ok(())
+}
+
+fn url(address: std::net::SocketAddr) -> String {
+    format!("http://{address}/")
+}
+
+/// One progress line on standard error (the report goes to standard output).
+fn progress(what: &str) {
+    eprintln!("levee-bench: {what}");
+}
