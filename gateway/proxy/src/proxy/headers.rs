@@ -37,6 +37,11 @@ pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
 /// `trailer`, `transfer-encoding` and `upgrade`. With `keep_upgrade`, `connection: upgrade` and
 /// `upgrade` stay, so an upgrade can be forwarded.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none of these; one pass over the names (mostly enum comparisons)
+    // is far cheaper than a hashed removal of each of them, twice per request.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let upgrade = if keep_upgrade {
         headers.remove(UPGRADE)
     } else {
@@ -76,6 +81,19 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, upgrade);
     }
+}
+
+/// Whether `name` is one of the headers [`strip_hop_by_hop`] removes on its own (headers that
+/// only `connection` names are found through `connection`, which is one of these).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION
+        || name == TE
+        || name == TRAILER
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || name == PROXY_AUTHORIZATION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 /// Removes the headers a `connection` value names.
