@@ -1,7 +1,9 @@
 //! What the gateway knows about a downstream connection.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+
+use http::HeaderValue;
 
 /// Facts about one accepted downstream connection, shared by every request on it.
 #[derive(Debug, Clone)]
@@ -16,4 +18,13 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The SNI name the client sent, if any.
     pub sni: Option<Arc<str>>,
+    /// The client IP as a header value, for `x-forwarded-for`: formatted once per connection
+    /// rather than on every request. See [`client_ip_value`].
+    pub client_ip: HeaderValue,
+}
+
+/// `ip` as a header value (`127.0.0.1`, `::1`).
+pub fn client_ip_value(ip: IpAddr) -> HeaderValue {
+    // An IP address in text form is always a valid header value.
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }

@@ -58,6 +58,7 @@ pub(super) async fn serve(
     let mut drain = guard.drain_signal();
     let limits = &settings.limits;
     let activity = Activity::new();
+    let client_ip = crate::conn::client_ip_value(peer.ip());
     let info = |tls: bool, sni: Option<&str>| {
         Arc::new(ConnInfo {
             peer,
@@ -65,6 +66,7 @@ pub(super) async fn serve(
             listener: name.clone(),
             tls,
             sni: sni.map(Arc::from),
+            client_ip: client_ip.clone(),
         })
     };
 

@@ -5,8 +5,6 @@
 //! must drop them; passing `connection` or `transfer-encoding` through lets a client steer the
 //! gateway's own connection to the upstream (request smuggling).
 
-use std::net::IpAddr;
-
 use bytes::{BufMut, BytesMut};
 use http::HeaderMap;
 use http::header::{
@@ -110,21 +108,19 @@ fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
 /// host only in the URI (HTTP/2 `:authority`, HTTP/1.1 absolute-form).
 pub(crate) fn set_forwarding(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     tls: bool,
     host: Option<&HeaderValue>,
 ) {
-    let mut ip_buf = [0u8; 48];
-    let ip = format_ip(client, &mut ip_buf);
     let forwarded = match headers.get_all(&X_FORWARDED_FOR).iter().count() {
-        0 => HeaderValue::from_bytes(ip).ok(),
+        0 => Some(client.clone()),
         _ => {
             let mut joined = BytesMut::new();
             for value in headers.get_all(&X_FORWARDED_FOR) {
                 joined.put_slice(value.as_bytes());
                 joined.put_slice(b", ");
             }
-            joined.put_slice(ip);
+            joined.put_slice(client.as_bytes());
             HeaderValue::from_maybe_shared(joined.freeze()).ok()
         }
     };
@@ -187,16 +183,6 @@ fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Writes `ip` into `buf` without allocating and returns the written bytes.
-fn format_ip(ip: IpAddr, buf: &mut [u8; 48]) -> &[u8] {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    // 48 bytes hold the longest IPv6 text form (45 characters).
-    let _ = write!(cursor, "{ip}");
-    let len = usize::try_from(cursor.position()).unwrap_or(0);
-    &buf[..len]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,7 +239,7 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-for", "10.0.0.2"),
         ]);
-        set_forwarding(&mut h, "::1".parse().expect("ip"), true, None);
+        set_forwarding(&mut h, &HeaderValue::from_static("::1"), true, None);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, ::1");
         assert_eq!(h["x-forwarded-proto"], "https");
     }

@@ -183,7 +183,7 @@ async fn handle(
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::set_forwarding(
         &mut parts.headers,
-        conn.peer.ip(),
+        &conn.client_ip,
         conn.tls,
         authority_only.as_ref(),
     );

@@ -198,6 +198,7 @@ async fn gateway_logged(config: cfg::Config, access_log: AccessLog) -> SocketAdd
                 listener: "test".into(),
                 tls: false,
                 sni: None,
+                client_ip: crate::conn::client_ip_value(peer.ip()),
             });
             let proxy = proxy.clone();
             tokio::spawn(async move {
