@@ -10,8 +10,10 @@
 //! (counter, sample `levee_x_total`). Open connections are therefore `levee_downstream_connections_active` and
 //! `levee_upstream_connections_active`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -212,6 +214,74 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     last_reload_success: Gauge,
     last_reload_timestamp: Gauge<f64, AtomicU64>,
+    /// Resolved request series, so `observe_request` skips the families' label hashing.
+    series: RwLock<HashMap<SeriesKey, Arc<RequestSeries>, BuildHasherDefault<PtrHasher>>>,
+}
+
+/// Most cached request series; the cache is emptied when it holds more. Each reload makes new
+/// route and cluster names, so without a bound the cache would grow with every reload.
+const MAX_CACHED_SERIES: usize = 4096;
+
+/// A request series by the identity of its label values: the `Arc<str>` allocations of the
+/// listener, route and cluster names (0 for none) and the status class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    listener: usize,
+    route: usize,
+    cluster: usize,
+    status_class: StatusClass,
+}
+
+impl SeriesKey {
+    fn of(record: &RequestRecord, status_class: StatusClass) -> Self {
+        fn addr(name: Option<&Arc<str>>) -> usize {
+            name.map_or(0, |name| Arc::as_ptr(name).cast::<u8>() as usize)
+        }
+        Self {
+            listener: addr(Some(&record.listener)),
+            route: addr(record.route.as_ref()),
+            cluster: addr(record.cluster.as_ref()),
+            status_class,
+        }
+    }
+}
+
+/// The metrics one kind of request updates, taken from the families once. prometheus-client's
+/// counters and histograms are shared handles, so these are the families' own series.
+#[derive(Debug)]
+struct RequestSeries {
+    /// Keeps the name allocations alive, so that no other name can take their addresses
+    /// while the key is cached.
+    _names: (Arc<str>, Option<Arc<str>>, Option<Arc<str>>),
+    requests: Counter,
+    duration: Histogram,
+    bytes_in: Counter,
+    bytes_out: Counter,
+}
+
+/// A multiply-rotate hasher for [`SeriesKey`]: its words are addresses of the gateway's own
+/// allocations, so there is no attacker-chosen input to defend against with SipHash.
+#[derive(Debug, Default)]
+struct PtrHasher(u64);
+
+impl Hasher for PtrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.write_u64(word as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 // === impl Metrics ===
@@ -337,6 +407,7 @@ impl Default for Metrics {
             reloads,
             last_reload_success,
             last_reload_timestamp,
+            series: RwLock::default(),
         }
     }
 }
@@ -349,51 +420,96 @@ impl Metrics {
 
     /// Counts a finished request and records its latency.
     pub fn observe_request(&self, record: &RequestRecord) {
-        let route = OrNone(record.route.clone());
-        let cluster = OrNone(record.cluster.clone());
         let status_class = StatusClass::of(record.status);
-
-        self.request_duration
-            .get_or_create(&DurationLabels {
-                route: route.clone(),
-                cluster: cluster.clone(),
-                status_class,
-            })
-            .observe(record.duration.as_secs_f64());
-
+        let series = self.request_series(record, status_class);
+        series.duration.observe(record.duration.as_secs_f64());
+        series.requests.inc();
+        if record.bytes_in > 0 {
+            series.bytes_in.inc_by(record.bytes_in);
+        }
+        if record.bytes_out > 0 {
+            series.bytes_out.inc_by(record.bytes_out);
+        }
         if let Some(kind) = record.error_kind {
             self.request_errors
                 .get_or_create(&ErrorLabels {
-                    route: route.clone(),
+                    route: OrNone(record.route.clone()),
                     kind,
                 })
                 .inc();
         }
+    }
 
-        let mut bytes = BytesLabels {
-            direction: Direction::In,
-            route: route.clone(),
-        };
-        if record.bytes_in > 0 {
-            self.request_bytes
-                .get_or_create(&bytes)
-                .inc_by(record.bytes_in);
+    /// The series a request with these labels updates: from the cache, or resolved from the
+    /// families (hashing every label value) the first time.
+    fn request_series(
+        &self,
+        record: &RequestRecord,
+        status_class: StatusClass,
+    ) -> Arc<RequestSeries> {
+        let key = SeriesKey::of(record, status_class);
+        let cached = self
+            .series
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(series) = cached {
+            return series;
         }
-        if record.bytes_out > 0 {
-            bytes.direction = Direction::Out;
-            self.request_bytes
-                .get_or_create(&bytes)
-                .inc_by(record.bytes_out);
-        }
-
-        self.requests
+        // One lookup per statement: `get_or_create` returns a guard that holds its family's
+        // read lock until the end of the statement, and a second lookup in the same family
+        // that has to insert would wait for that lock forever.
+        let route = OrNone(record.route.clone());
+        let cluster = OrNone(record.cluster.clone());
+        let requests = self
+            .requests
             .get_or_create(&RequestLabels {
                 listener: record.listener.clone(),
-                route,
+                route: route.clone(),
+                cluster: cluster.clone(),
+                status_class,
+            })
+            .clone();
+        let duration = self
+            .request_duration
+            .get_or_create(&DurationLabels {
+                route: route.clone(),
                 cluster,
                 status_class,
             })
-            .inc();
+            .clone();
+        let bytes_in = self
+            .request_bytes
+            .get_or_create(&BytesLabels {
+                direction: Direction::In,
+                route: route.clone(),
+            })
+            .clone();
+        let bytes_out = self
+            .request_bytes
+            .get_or_create(&BytesLabels {
+                direction: Direction::Out,
+                route,
+            })
+            .clone();
+        let series = Arc::new(RequestSeries {
+            _names: (
+                record.listener.clone(),
+                record.route.clone(),
+                record.cluster.clone(),
+            ),
+            requests,
+            duration,
+            bytes_in,
+            bytes_out,
+        });
+        let mut cache = self.series.write().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= MAX_CACHED_SERIES {
+            cache.clear();
+        }
+        cache.insert(key, series.clone());
+        series
     }
 
     /// A downstream connection was accepted on `listener`.
