@@ -388,11 +388,8 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// FNV-1a over the config text, as 16 hex digits. It tells versions apart in `/config`; it is
-/// not a security measure.
+/// A stable hash of the config text, as 16 hex digits. It tells versions apart in `/config`;
+/// it is not a security measure.
 fn content_hash(bytes: &[u8]) -> String {
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("{hash:016x}")
+    format!("{:016x}", levee_balance::hash_key(bytes))
 }

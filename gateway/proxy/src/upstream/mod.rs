@@ -146,25 +146,31 @@ impl Cluster {
 
     /// Sends `req` (origin-form URI, headers already final) to `endpoint` over a pooled
     /// keep-alive connection, opening one (with the cluster's `connect_timeout`) when none is
-    /// idle. The downstream `Host` header becomes the URI authority, so HTTP/2 upstreams see it
-    /// as `:authority`; without one, the request URI's authority is used, else the endpoint
-    /// address. Upgrades (101) work: the caller uses `hyper::upgrade::on(&mut response)`.
+    /// idle. For HTTP/2 the downstream `Host` header becomes the URI authority, so the upstream
+    /// sees it as `:authority` (without one, the request URI's authority, else the endpoint
+    /// address). For HTTP/1.1 the `Host` header goes through as it is and the URI authority is
+    /// the endpoint address, so one endpoint keeps one pool whatever hosts its requests name.
+    /// Upgrades (101) work: the caller uses `hyper::upgrade::on(&mut response)`.
     pub async fn send(
         &self,
         endpoint: &Endpoint,
         mut req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let address = endpoint.address();
+        let upstream = self.pools.client_for(endpoint.address())?;
         let http2 = self.pools.settings.protocol == UpstreamProtocol::Http2;
 
-        let host = req
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|h| Authority::try_from(h.as_bytes()).ok());
-        let from_host = host.is_some();
-        let authority = match host.or_else(|| req.uri().authority().cloned()) {
-            Some(authority) => authority,
-            None => authority_of(address)?,
+        let (authority, from_host) = if http2 {
+            let host = req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok());
+            let from_host = host.is_some();
+            let authority = host
+                .or_else(|| req.uri().authority().cloned())
+                .unwrap_or_else(|| upstream.authority.clone());
+            (authority, from_host)
+        } else {
+            (upstream.authority.clone(), false)
         };
         // `PathAndQuery` is `Bytes` inside: cloning it copies nothing.
         let mut parts = http::uri::Parts::default();
@@ -189,8 +195,8 @@ impl Cluster {
             *req.version_mut() = Version::HTTP_11;
         }
 
-        self.pools
-            .client_for(address)
+        upstream
+            .client
             .request(req)
             .await
             .map_err(UpstreamError::from_client)
@@ -219,10 +225,6 @@ impl Drop for Cluster {
             discovery.stop();
         }
     }
-}
-
-fn authority_of(address: SocketAddr) -> Result<Authority, UpstreamError> {
-    Authority::try_from(address.to_string()).map_err(|e| UpstreamError::Protocol(Box::new(e)))
 }
 
 fn algorithm(lb: LbPolicy) -> Algorithm {
@@ -416,7 +418,14 @@ struct Pools {
     builder: hyper_util::client::legacy::Builder,
     metrics: Arc<Metrics>,
     counts: Arc<ConnectionCounts>,
-    clients: Mutex<HashMap<SocketAddr, Arc<Client<Connector, ProxyBody>>>>,
+    clients: Mutex<HashMap<SocketAddr, Arc<EndpointClient>>>,
+}
+
+/// The pooled client of one endpoint, with its address as a URI authority, made once.
+#[derive(Debug)]
+struct EndpointClient {
+    client: Client<Connector, ProxyBody>,
+    authority: Authority,
 }
 
 impl Pools {
@@ -438,7 +447,7 @@ impl Pools {
             .timer(TokioTimer::new())
             .http2_only(settings.protocol == UpstreamProtocol::Http2)
             // The request carries the downstream Host; the client only adds one when it is
-            // missing, from the URI authority (the endpoint address then).
+            // missing, from the URI authority (for HTTP/1.1, the endpoint address).
             .set_host(true);
         Ok(Self {
             cluster,
@@ -458,26 +467,31 @@ impl Pools {
 
     /// The pooled client of `address`. An `Arc`, because a hyper `Client` clone bumps several
     /// reference counts and this runs on every request.
-    fn client_for(&self, address: SocketAddr) -> Arc<Client<Connector, ProxyBody>> {
+    fn client_for(&self, address: SocketAddr) -> Result<Arc<EndpointClient>, UpstreamError> {
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        if clients.len() >= PRUNE_CLIENTS_AT && !clients.contains_key(&address) {
+        if let Some(client) = clients.get(&address) {
+            return Ok(client.clone());
+        }
+        if clients.len() >= PRUNE_CLIENTS_AT {
             // DNS may hand out ever new addresses; clients of endpoints with no open
             // connection hold nothing worth keeping.
             clients.retain(|a, _| self.counts.open(*a) > 0);
         }
-        clients
-            .entry(address)
-            .or_insert_with(|| {
-                Arc::new(self.builder.build(Connector::new(
-                    self.cluster.clone(),
-                    address,
-                    self.settings.connect_timeout,
-                    self.tls.clone(),
-                    self.metrics.clone(),
-                    self.counts.clone(),
-                )))
-            })
-            .clone()
+        let authority = Authority::try_from(address.to_string())
+            .map_err(|e| UpstreamError::Protocol(Box::new(e)))?;
+        let client = Arc::new(EndpointClient {
+            client: self.builder.build(Connector::new(
+                self.cluster.clone(),
+                address,
+                self.settings.connect_timeout,
+                self.tls.clone(),
+                self.metrics.clone(),
+                self.counts.clone(),
+            )),
+            authority,
+        });
+        clients.insert(address, client.clone());
+        Ok(client)
     }
 
     fn open_connections(&self, address: SocketAddr) -> u64 {
