@@ -18,6 +18,18 @@ use tokio::time::Instant;
 /// slow a minute ago is tried again. Finagle and linkerd use the same order of magnitude.
 pub const EWMA_DECAY: Duration = Duration::from_secs(10);
 
+/// Bumped whenever any endpoint's usability actually changes, in any set of the process.
+///
+/// [`EndpointSet`](crate::EndpointSet) caches its per-level usable counts against this number,
+/// so a pick does not rescan every endpoint; one global counter is enough because usability
+/// changes are rare (health and ejection events) next to picks.
+static USABILITY_EPOCH: AtomicU64 = AtomicU64::new(1);
+
+/// The current usability epoch; see [`USABILITY_EPOCH`].
+pub(crate) fn usability_epoch() -> u64 {
+    USABILITY_EPOCH.load(Ordering::Acquire)
+}
+
 /// Load state of one upstream endpoint; shared (Arc) across snapshots so it survives reloads.
 ///
 /// A new endpoint is usable, has nothing in flight and no latency samples.
@@ -99,7 +111,9 @@ impl Endpoint {
 
     /// Marks the endpoint usable or not; every snapshot holding it sees the change at once.
     pub fn set_usable(&self, usable: bool) {
-        self.usable.store(usable, Ordering::Release);
+        if self.usable.swap(usable, Ordering::AcqRel) != usable {
+            USABILITY_EPOCH.fetch_add(1, Ordering::Release);
+        }
     }
 
     /// Starts one request: in-flight and the request total go up by one until the guard drops.

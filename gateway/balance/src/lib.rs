@@ -6,13 +6,31 @@
 //! hyper or wasmtime; it uses tokio only for `tokio::time::Instant`, so timing logic is tested
 //! on a paused clock.
 //!
-//! # Priority levels
+//! # Priority levels and panic
 //!
-//! Members carry a priority. A pick uses the lowest priority that has at least one usable
-//! endpoint (active-passive failover), and only that level's usable endpoints, by weight. When
-//! level 0 becomes usable again, traffic returns to it on the next pick. If nothing is usable
-//! anywhere, `pick` returns `None`. [`PickContext::exclude`] steers a retry away from endpoints
-//! already tried, unless they are the only usable ones left in the level.
+//! Members carry a priority. Traffic is shared between levels as Envoy does it, with an
+//! overprovisioning factor of 1.4 ([`OVERPROVISIONING_FACTOR`]):
+//!
+//! - a level's health is `min(1, 1.4 * usable / endpoints)`: a level with 5 endpoints of which 4
+//!   are usable still counts as fully healthy (4/5 * 1.4 > 1);
+//! - level 0 takes `min(1, health_0)` of the picks, level 1 `min(remaining, health_1)`, and so on:
+//!   with 2 of 4 primaries usable, 70% stays on priority 0 and 30% spills to priority 1;
+//! - when the levels together cannot carry everything (sum of healths below 1) the shares are
+//!   scaled up to sum to 1, so every pick still goes somewhere usable;
+//! - a level is chosen with one random draw (skipped when one level takes everything), then the
+//!   algorithm runs among that level's usable endpoints. As soon as level 0 is usable again,
+//!   its share comes back on the next pick.
+//!
+//! **Panic** ([`PriorityPolicy`]): when the levels together cannot carry the traffic and every
+//! level has fewer than `panic_threshold` (default 50%) of its endpoints usable, health is no
+//! longer trusted. [`PanicMode::Spread`] (the default, Envoy's) picks among *all* endpoints,
+//! usable or not, sharing levels by endpoint count; [`PanicMode::FailFast`] returns `None`. A set
+//! whose only usable standby level can carry everything is not in panic, however many primaries
+//! are down. With one level, panic starts below `panic_threshold` usable, as in Envoy.
+//! [`EndpointSet::load_state`] shows the shares and the flag for `/clusters`.
+//!
+//! [`PickContext::exclude`] steers a retry away from endpoints already tried, unless they are
+//! the only acceptable ones left in the chosen level.
 //!
 //! # Algorithms
 //!
@@ -51,7 +69,10 @@
 //! # Hot path
 //!
 //! `pick` does not allocate or lock: counts, usability and the latency estimate are atomics
-//! read with `Relaxed`/`Acquire` loads, and every table is built once per set.
+//! read with `Relaxed`/`Acquire` loads, and every table is built once per set. The per-level
+//! usable counts that the level choice needs are cached per set and refreshed only after some
+//! endpoint's usability changed (a process-wide epoch counter), so a pick does not scan every
+//! endpoint of a large cluster.
 
 mod endpoint;
 mod hash;
@@ -65,7 +86,10 @@ mod set;
 
 pub use endpoint::{EWMA_DECAY, Endpoint, InFlight};
 pub use hash::hash_key;
-pub use set::{Algorithm, EndpointSet, Member, PickContext};
+pub use set::{
+    Algorithm, EndpointSet, LevelLoad, LoadState, Member, OVERPROVISIONING_FACTOR, PanicMode,
+    PickContext, PriorityPolicy,
+};
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Algorithm, Endpoint, EndpointSet, Member, PickContext, hash_key};
+use crate::{
+    Algorithm, Endpoint, EndpointSet, Member, PanicMode, PickContext, PriorityPolicy, hash_key,
+};
 
 const ALL: [Algorithm; 6] = [
     Algorithm::RoundRobin,
@@ -34,6 +36,10 @@ fn endpoints(specs: &[(u32, u32)]) -> Vec<Member> {
 
 fn build(specs: &[(u32, u32)], algorithm: Algorithm) -> EndpointSet {
     EndpointSet::new(endpoints(specs), algorithm)
+}
+
+fn build_with(specs: &[(u32, u32)], algorithm: Algorithm, policy: PriorityPolicy) -> EndpointSet {
+    EndpointSet::with_policy(endpoints(specs), algorithm, policy)
 }
 
 fn ep(set: &EndpointSet, i: usize) -> &Arc<Endpoint> {
@@ -102,18 +108,30 @@ fn empty_set_picks_nothing() {
 }
 
 #[test]
-fn no_usable_endpoint_at_any_level_picks_nothing() {
+fn no_usable_endpoint_at_any_level_picks_nothing_without_panic_or_when_failing_fast() {
+    let policies = [
+        PriorityPolicy {
+            panic_threshold: 0.0,
+            panic_mode: PanicMode::Spread,
+        },
+        PriorityPolicy {
+            panic_threshold: 0.5,
+            panic_mode: PanicMode::FailFast,
+        },
+    ];
     for algorithm in ALL {
-        let set = build(&[(1, 0), (1, 0), (1, 1)], algorithm);
-        for m in set.members() {
-            m.endpoint.set_usable(false);
+        for policy in policies {
+            let set = build_with(&[(1, 0), (1, 0), (1, 1)], algorithm, policy);
+            for m in set.members() {
+                m.endpoint.set_usable(false);
+            }
+            assert!(set.pick(&PickContext::default()).is_none(), "{algorithm:?}");
+            let ctx = PickContext {
+                hash: Some(42),
+                ..Default::default()
+            };
+            assert!(set.pick(&ctx).is_none(), "{algorithm:?}");
         }
-        assert!(set.pick(&PickContext::default()).is_none(), "{algorithm:?}");
-        let ctx = PickContext {
-            hash: Some(42),
-            ..Default::default()
-        };
-        assert!(set.pick(&ctx).is_none(), "{algorithm:?}");
     }
 }
 
@@ -131,16 +149,17 @@ fn unusable_endpoints_are_never_picked() {
 }
 
 #[test]
-fn standby_level_takes_traffic_only_while_the_primary_level_is_unusable() {
+fn standby_level_takes_only_what_the_primary_level_cannot_carry() {
     for algorithm in ALL {
         let set = build(&[(1, 0), (2, 0), (1, 1), (1, 2)], algorithm);
         let c = counts(&set, 1000, &PickContext::default());
         assert_eq!(c[2] + c[3], 0, "{algorithm:?}: {c:?}");
 
-        // One primary left: it takes everything, the standby still nothing.
+        // Half the primaries left: 0.5 * 1.4 = 70% stays, 30% spills to priority 1.
         ep(&set, 0).set_usable(false);
-        let c = counts(&set, 1000, &PickContext::default());
-        assert_eq!(c, [0, 1000, 0, 0], "{algorithm:?}");
+        let c = counts(&set, 20_000, &PickContext::default());
+        assert_eq!(c[0] + c[3], 0, "{algorithm:?}: {c:?}");
+        assert_near(&fractions(&c), &[0.0, 0.7, 0.3, 0.0], 0.02);
 
         ep(&set, 1).set_usable(false);
         let c = counts(&set, 1000, &PickContext::default());
@@ -155,9 +174,6 @@ fn standby_level_takes_traffic_only_while_the_primary_level_is_unusable() {
 
         // Traffic returns to the primary level as soon as it is usable again.
         ep(&set, 0).set_usable(true);
-        ep(&set, 2).set_usable(true);
-        let c = counts(&set, 1000, &PickContext::default());
-        assert_eq!(c, [1000, 0, 0, 0], "{algorithm:?}");
         ep(&set, 1).set_usable(true);
         let c = counts(&set, 1000, &PickContext::default());
         assert_eq!(c[2] + c[3], 0, "{algorithm:?}: {c:?}");
@@ -166,28 +182,155 @@ fn standby_level_takes_traffic_only_while_the_primary_level_is_unusable() {
 }
 
 #[test]
+fn a_level_with_four_of_five_usable_keeps_all_its_traffic() {
+    let set = build(
+        &[(1, 0), (1, 0), (1, 0), (1, 0), (1, 0), (1, 1)],
+        Algorithm::Random,
+    );
+    ep(&set, 0).set_usable(false);
+    let c = counts(&set, 5000, &PickContext::default());
+    assert_eq!(c[0] + c[5], 0, "{c:?}");
+    // 3 of 5: 0.6 * 1.4 = 84% stays, 16% spills.
+    ep(&set, 1).set_usable(false);
+    let f = fractions(&counts(&set, 40_000, &PickContext::default()));
+    assert_near(&f, &[0.0, 0.0, 0.28, 0.28, 0.28, 0.16], 0.015);
+}
+
+#[test]
+fn spill_goes_down_level_by_level() {
+    // Level 0: 1 of 4 usable (35%); level 1: 1 of 2 (70%, capped by what remains: 65%).
+    let set = build(
+        &[(1, 0), (1, 0), (1, 0), (1, 0), (1, 1), (1, 1), (1, 2)],
+        Algorithm::RoundRobin,
+    );
+    for i in [1, 2, 3, 5] {
+        ep(&set, i).set_usable(false);
+    }
+    let f = fractions(&counts(&set, 40_000, &PickContext::default()));
+    assert_near(&f, &[0.35, 0.0, 0.0, 0.0, 0.65, 0.0, 0.0], 0.015);
+    let state = set.load_state();
+    assert!(!state.panic);
+    let loads: Vec<f64> = state.levels.iter().map(|l| l.load).collect();
+    assert_near(&loads, &[0.35, 0.65, 0.0], 1e-9);
+    assert_eq!(state.levels[0].usable, 1);
+    assert_eq!(state.levels[1].endpoints, 2);
+}
+
+#[test]
+fn shares_are_scaled_up_when_the_levels_cannot_carry_everything() {
+    // Level 0: 3 of 5 usable (84%); level 1: 0 of 1. Panic is off (threshold 0): the primaries
+    // take everything rather than leaving 16% unrouted.
+    let policy = PriorityPolicy {
+        panic_threshold: 0.0,
+        ..Default::default()
+    };
+    let set = build_with(
+        &[(1, 0), (1, 0), (1, 0), (1, 0), (1, 0), (1, 1)],
+        Algorithm::Random,
+        policy,
+    );
+    for i in [0, 1, 5] {
+        ep(&set, i).set_usable(false);
+    }
+    let c = counts(&set, 3000, &PickContext::default());
+    assert_eq!(c[0] + c[1] + c[5], 0, "{c:?}");
+    assert_eq!(c.iter().sum::<usize>(), 3000);
+}
+
+#[test]
+fn panic_spread_picks_every_endpoint_and_fail_fast_picks_none() {
+    for algorithm in ALL {
+        let spread = build(&[(1, 0), (1, 0), (1, 0), (1, 0)], algorithm);
+        assert!(!spread.in_panic());
+        // 2 of 4 usable: exactly the threshold, not yet panic.
+        ep(&spread, 0).set_usable(false);
+        ep(&spread, 1).set_usable(false);
+        assert!(!spread.in_panic(), "{algorithm:?}");
+        let c = counts(&spread, 2000, &PickContext::default());
+        assert_eq!(c[0] + c[1], 0, "{algorithm:?}: {c:?}");
+
+        // 1 of 4: panic. Spread ignores health: the unusable ones take traffic again.
+        ep(&spread, 2).set_usable(false);
+        assert!(spread.in_panic(), "{algorithm:?}");
+        assert!(spread.load_state().panic);
+        let c = counts(&spread, 4000, &PickContext::default());
+        assert!(c.iter().all(|&n| n > 0), "{algorithm:?}: {c:?}");
+        let hashed = owners(&spread, 2000);
+        assert!(hashed.iter().any(|&a| a != addr(3)), "{algorithm:?}");
+
+        let fail_fast = build_with(
+            &[(1, 0), (1, 0), (1, 0), (1, 0)],
+            algorithm,
+            PriorityPolicy {
+                panic_threshold: 0.5,
+                panic_mode: PanicMode::FailFast,
+            },
+        );
+        for i in 0..3 {
+            ep(&fail_fast, i).set_usable(false);
+        }
+        assert!(fail_fast.in_panic());
+        assert!(
+            fail_fast.pick(&PickContext::default()).is_none(),
+            "{algorithm:?}"
+        );
+        let state = fail_fast.load_state();
+        assert_eq!(state.policy.panic_mode, PanicMode::FailFast);
+        assert!(state.levels.iter().all(|l| l.load == 0.0));
+
+        // Back above the threshold: normal picks among the usable again.
+        ep(&fail_fast, 0).set_usable(true);
+        assert!(!fail_fast.in_panic());
+        let c = counts(&fail_fast, 1000, &PickContext::default());
+        assert_eq!(c[1] + c[2], 0, "{algorithm:?}: {c:?}");
+    }
+}
+
+#[test]
+fn panic_spread_shares_levels_by_endpoint_count() {
+    let set = build(&[(1, 0), (1, 0), (1, 0), (1, 1)], Algorithm::Random);
+    for m in set.members() {
+        m.endpoint.set_usable(false);
+    }
+    let f = fractions(&counts(&set, 40_000, &PickContext::default()));
+    assert_near(&f, &[0.25; 4], 0.015);
+    let loads: Vec<f64> = set.load_state().levels.iter().map(|l| l.load).collect();
+    assert_near(&loads, &[0.75, 0.25], 1e-9);
+}
+
+#[test]
+fn a_healthy_standby_keeps_the_set_out_of_panic() {
+    let set = build(&[(1, 0), (1, 0), (1, 0), (1, 1)], Algorithm::LeastRequest);
+    for i in 0..3 {
+        ep(&set, i).set_usable(false);
+    }
+    assert!(!set.in_panic());
+    assert_eq!(counts(&set, 500, &PickContext::default()), [0, 0, 0, 500]);
+}
+
+#[test]
 fn excluded_endpoints_are_avoided_while_another_in_the_level_is_usable() {
     for algorithm in ALL {
-        let set = build(&[(1, 0), (1, 0), (1, 0), (1, 1)], algorithm);
-        let exclude = [addr(0), addr(1)];
+        let set = build(&[(1, 0), (1, 0), (1, 0), (1, 0), (1, 1)], algorithm);
+        let exclude = [addr(0), addr(1), addr(2)];
         for hash in [None, Some(1), Some(u64::MAX)] {
             let ctx = PickContext {
                 hash,
                 exclude: &exclude,
             };
             let c = counts(&set, 500, &ctx);
-            assert_eq!(c, [0, 0, 500, 0], "{algorithm:?} {hash:?}");
+            assert_eq!(c, [0, 0, 0, 500, 0], "{algorithm:?} {hash:?}");
         }
         // Every other usable endpoint of the level excluded: exclusion yields, and the
-        // standby level is not used for it.
-        ep(&set, 2).set_usable(false);
+        // standby level is not used for it (3 of 4 usable carry the whole level: 0.75 * 1.4).
+        ep(&set, 3).set_usable(false);
         let ctx = PickContext {
             exclude: &exclude,
             ..Default::default()
         };
         let c = counts(&set, 1000, &ctx);
-        assert_eq!(c[2] + c[3], 0, "{algorithm:?}: {c:?}");
-        assert!(c[0] > 0 && c[1] > 0, "{algorithm:?}: {c:?}");
+        assert_eq!(c[3] + c[4], 0, "{algorithm:?}: {c:?}");
+        assert!(c[0] > 0 && c[1] > 0 && c[2] > 0, "{algorithm:?}: {c:?}");
     }
 }
 
