@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod certs;
+pub mod chaos;
 pub mod client;
 pub mod harness;
 pub mod process;

@@ -82,17 +82,34 @@ async fn demo_serves_its_upstreams_and_shows_failures() {
             "{upstreams:?}"
         );
 
-        // The flaky upstream fails every third request, and the failure reaches the client.
-        let mut statuses = Vec::new();
-        for _ in 0..3 {
-            let reply = client::get(&http, &url(public, "/flaky/")).await.unwrap();
-            statuses.push(reply.status.as_u16());
+        // A service that is down: retries cannot help, so the route's fallback answers with
+        // its maintenance page; after a few failures the breaker opens and the page stays.
+        for _ in 0..8 {
+            let reply = client::get(&http, &url(public, "/broken/")).await.unwrap();
+            assert_eq!(reply.status, 503);
+            assert!(
+                reply.text().contains("Down for maintenance"),
+                "{}",
+                reply.text()
+            );
+            assert_eq!(reply.header("retry-after"), Some("30"));
         }
-        assert_eq!(
-            statuses.iter().filter(|s| **s == 503).count(),
-            1,
-            "{statuses:?}"
-        );
+        let clusters = admin_get(admin, "/clusters").await.unwrap().json();
+        let broken = clusters["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "broken")
+            .unwrap()
+            .clone();
+        assert_eq!(broken["breaker"]["state"], "open", "{broken}");
+
+        // The mixed cluster answers whatever phase the flaky upstream is in: retries go to the
+        // healthy one.
+        for _ in 0..6 {
+            let reply = client::get(&http, &url(public, "/mixed/")).await.unwrap();
+            assert_eq!(reply.status, 200, "{}", reply.text());
+        }
 
         // No route: the gateway's own JSON 404.
         let reply = client::get(&http, &url(public, "/nowhere")).await.unwrap();
@@ -102,7 +119,7 @@ async fn demo_serves_its_upstreams_and_shows_failures() {
         let ready = admin_get(admin, "/readyz").await.unwrap();
         assert_eq!(ready.status, 200);
         let clusters = admin_get(admin, "/clusters").await.unwrap().json();
-        assert_eq!(clusters["clusters"].as_array().unwrap().len(), 3);
+        assert_eq!(clusters["clusters"].as_array().unwrap().len(), 4);
 
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])

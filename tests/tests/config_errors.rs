@@ -173,19 +173,12 @@ fn out_of_range_weight_is_reported() {
 }
 
 #[test]
-fn not_yet_supported_key_says_so() {
+fn resilience_key_out_of_range_is_reported_with_its_path() {
     let result = validate(&VALID.replace(
         "    cluster: api\n",
-        "    cluster: api\n    retry:\n      attempts: 3\n",
+        "    cluster: api\n    retry:\n      attempts: 0\n",
     ));
-    result.assert_reports("retry:", "routes[0].retry");
-    assert!(
-        result
-            .stderr
-            .contains("not supported by this version of levee yet"),
-        "{}",
-        result.stderr
-    );
+    result.assert_reports("attempts: 0", "routes[0].retry.attempts");
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! Levee config: YAML in, a validated [`Config`] out, or errors that name the file, line,
 //! column and key path of every problem found.
 //!
-//! This crate reads no files and knows nothing of tokio, hyper or wasmtime: the caller hands it
-//! the text and a [`FileSystem`] to check that referenced files exist. Loading goes text ->
+//! This crate opens no files itself and knows nothing of tokio, hyper or wasmtime: the caller
+//! hands it the text and a [`FileSystem`] to check that referenced files exist (and to read the
+//! few, such as a fallback's `body_file`, whose content becomes part of the config). Loading goes text ->
 //! `tree` (a JSON value plus key positions) -> `raw` serde types, one section and one list item
 //! at a time -> `validate` -> [`Config`], so one run reports every problem, and never panics.
 
@@ -22,16 +23,27 @@ pub use model::*;
 #[derive(Debug, Clone, Copy)]
 pub struct Source<'a> {
     /// The file's path: used in error messages, and its directory anchors relative paths in
-    /// the file (`cert`, `key`, `ca_file`, `token_file`).
+    /// the file (`cert`, `key`, `ca_file`, `token_file`, `body_file`, plugin `path`).
     pub path: &'a Path,
     /// The file's contents.
     pub text: &'a str,
 }
 
-/// What the loader may ask about the disk: only whether a referenced file exists.
+/// What the loader may ask about the disk: whether a referenced file exists, and the content of
+/// the few files that become part of the config (a fallback's `body_file`).
 pub trait FileSystem {
     /// Whether `path` names an existing regular file (following symlinks).
     fn is_file(&self, path: &Path) -> bool;
+
+    /// The content of the file at `path`.
+    ///
+    /// By default this fails with [`std::io::ErrorKind::Unsupported`], so a file system that
+    /// only answers [`is_file`](Self::is_file) keeps working for every config that does not
+    /// name a `body_file`.
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        let _ = path;
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// The real file system, through `std::fs::metadata`.
@@ -42,18 +54,24 @@ impl FileSystem for StdFileSystem {
     fn is_file(&self, path: &Path) -> bool {
         std::fs::metadata(path).is_ok_and(|m| m.is_file())
     }
+
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
 }
 
 /// Parses and validates a config file.
 ///
 /// Relative paths in the file are resolved against the directory of `source.path` (made
-/// absolute against the current directory when it is relative) and stored absolute.
+/// absolute against the current directory when it is relative) and stored absolute. Files
+/// whose content is part of the config (`fallback.response.body_file`) are read through `fs`
+/// now, so a reload picks up their changes.
 ///
 /// # Errors
 ///
 /// Every problem found, sorted by position: YAML syntax (which stops parsing), unknown or
-/// ill-typed keys, keys of features not supported yet, and semantic problems (unknown cluster,
-/// duplicate names, bad addresses, missing files, out-of-range values, ...).
+/// ill-typed keys, and semantic problems (unknown cluster or plugin, duplicate names, bad
+/// addresses, missing or unreadable files, out-of-range values, contradicting timeouts, ...).
 pub fn load(source: &Source<'_>, fs: &dyn FileSystem) -> Result<Config, Errors> {
     let file = source.path.to_path_buf();
     // `absolute` only consults the current directory, never the disk.

@@ -25,6 +25,10 @@ pub struct Config {
     pub shutdown: Shutdown,
     /// Logging.
     pub log: Log,
+    /// The response store behind serve-stale and the plugins' cache operations.
+    pub cache: Cache,
+    /// Wasm policy plugins, referenced by routes.
+    pub plugins: Vec<Plugin>,
 }
 
 /// One downstream listener.
@@ -117,6 +121,11 @@ pub struct Route {
     pub timeout: Duration,
     /// Largest request body, in bytes; larger bodies get 413. `None` (the default) is no limit.
     pub max_body_size: Option<u64>,
+    pub retry: Option<Retry>,
+    pub fallback: Option<Fallback>,
+    pub rate_limit: Option<RateLimit>,
+    pub fault: Option<Fault>,
+    pub plugins: Vec<RoutePlugin>,
 }
 
 /// What a request must match. Every present part must match.
@@ -185,6 +194,14 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     /// TLS to the upstream; plain TCP when absent.
     pub tls: Option<UpstreamTls>,
+    pub health_check: Option<HealthCheck>,
+    /// Always present; `enabled: false` turns passive ejection off.
+    pub outlier_detection: OutlierDetection,
+    pub circuit_breaker: Option<CircuitBreaker>,
+    pub limits: ClusterLimits,
+    /// Fraction (0..=1) of usable endpoints below which the cluster panics. Default 0.5.
+    pub panic_threshold: f64,
+    pub panic_mode: PanicMode,
 }
 
 /// Load-balancing algorithm.
@@ -280,11 +297,415 @@ pub struct Log {
     pub access_log: bool,
 }
 
+// === resilience (issue 3) ===
+
+/// Route retry policy. `attempts` counts every try, the first included.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Retry {
+    /// Total tries including the first, 1 to 10. Default 3.
+    pub attempts: u32,
+    /// Default `[connect-failure, reset, timeout, 502, 503, 504]`.
+    pub on: Vec<RetryOn>,
+    /// Each try's own timeout, inside the route timeout. Default none (only the route timeout).
+    #[serde(with = "humantime_serde_opt")]
+    pub per_try_timeout: Option<Duration>,
+    pub backoff: Backoff,
+    pub budget: RetryBudget,
+    /// Largest request body kept for replay; a longer body makes the request not retryable.
+    /// Default 64 KiB.
+    pub max_buffered_body: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryOn {
+    ConnectFailure,
+    Reset,
+    Timeout,
+    Status(u16),
+}
+
+/// Exponential backoff with full jitter: try `n` waits a random time in `[0, min(max, base * 2^(n-1))]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Backoff {
+    /// Default 25ms.
+    #[serde(with = "humantime_serde_compat")]
+    pub base: Duration,
+    /// Default 250ms.
+    #[serde(with = "humantime_serde_compat")]
+    pub max: Duration,
+}
+
+/// Retries in flight may be at most `ratio` of the requests in flight, plus `min_per_second`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetryBudget {
+    /// 0..=1. Default 0.2.
+    pub ratio: f64,
+    /// Default 10.
+    pub min_per_second: u32,
+}
+
+/// When forwarding fails with one of `on`, answer with the stale copy if there is one, else with
+/// the static response if there is one, else the gateway's own error.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fallback {
+    /// Default `[connect-failure, reset, timeout, upstream-5xx, circuit-open, no-healthy-endpoint, overloaded]`.
+    pub on: Vec<FailureKind>,
+    pub stale: Option<Stale>,
+    pub response: Option<StaticResponse>,
+}
+
+/// The failure kinds a fallback (and a plugin's `on-upstream-failure`) can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    ConnectFailure,
+    Reset,
+    Timeout,
+    /// A 5xx answer from the upstream, after retries.
+    #[serde(rename = "upstream-5xx")]
+    Upstream5xx,
+    CircuitOpen,
+    NoHealthyEndpoint,
+    Overloaded,
+    RateLimited,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stale {
+    /// Oldest copy served. Default 10m.
+    #[serde(with = "humantime_serde_compat")]
+    pub max_age: Duration,
+}
+
+/// A fixed response. `body` holds the file's content when the config names `body_file` (read at
+/// load time, so a reload picks up a changed file).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StaticResponse {
+    pub status: u16,
+    /// Lower-case names, validated values, sorted by name (the file's mapping order is not kept).
+    pub headers: Vec<(String, String)>,
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    pub body_file: Option<PathBuf>,
+}
+
+/// Local token-bucket rate limit of a route.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RateLimit {
+    /// Tokens added per second (> 0).
+    pub requests_per_second: f64,
+    /// Bucket size. Default: `requests_per_second` rounded up, at least 1.
+    pub burst: u32,
+    /// One bucket per key; one bucket for the route when absent.
+    pub key: Option<RateLimitKey>,
+    /// Most keys tracked at once; the least recently used bucket goes first. Default 100000.
+    pub max_keys: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitKey {
+    /// Lower-case header name; requests without it share one bucket.
+    Header(String),
+    ClientIp,
+}
+
+/// Fault injection for chaos drills. Nothing is injected unless configured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fault {
+    pub delay: Option<FaultDelay>,
+    pub abort: Option<FaultAbort>,
+    /// Honour `x-levee-fault-delay: <duration>` and `x-levee-fault-abort: <status>` request
+    /// headers. Default false.
+    pub headers: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FaultDelay {
+    #[serde(with = "humantime_serde_compat")]
+    pub duration: Duration,
+    /// 0..=1.
+    pub percent: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FaultAbort {
+    pub status: u16,
+    /// 0..=1.
+    pub percent: f64,
+}
+
+/// Active health checking of every endpoint of a cluster (once per endpoint, not per route).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthCheck {
+    pub kind: HealthCheckKind,
+    /// Default 5s.
+    #[serde(with = "humantime_serde_compat")]
+    pub interval: Duration,
+    /// Interval while an endpoint is unhealthy. Default: `interval`.
+    #[serde(with = "humantime_serde_compat")]
+    pub unhealthy_interval: Duration,
+    /// Default 1s.
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Default 3.
+    pub unhealthy_threshold: u32,
+    /// Default 2.
+    pub healthy_threshold: u32,
+    /// 0..=1, each interval is scaled by a random factor in `1 ± jitter`. Default 0.1.
+    pub jitter: f64,
+    /// The first check waits a random time in `[0, initial_delay]`. Default: `interval`.
+    #[serde(with = "humantime_serde_compat")]
+    pub initial_delay: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    Http(HttpHealthCheck),
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HttpHealthCheck {
+    /// Default GET.
+    pub method: String,
+    /// Default `/healthz`.
+    pub path: String,
+    /// `Host` header; default: the endpoint address.
+    pub host: Option<String>,
+    /// Inclusive ranges. Default `[200..=399]`.
+    pub expected_statuses: Vec<(u16, u16)>,
+    /// The body must contain this text.
+    pub body_contains: Option<String>,
+}
+
+/// Passive outlier detection (Envoy's knobs). A detector set to `None` is off.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutlierDetection {
+    /// Default true.
+    pub enabled: bool,
+    /// Default Some(5).
+    pub consecutive_5xx: Option<u32>,
+    /// Connect errors, resets, timeouts, 502/503/504. Default Some(5).
+    pub consecutive_gateway_failure: Option<u32>,
+    /// Default on: stdev_factor 1.9, minimum_hosts 5, request_volume 100.
+    pub success_rate: Option<SuccessRate>,
+    /// Default off. When set: threshold 0.85, minimum_hosts 5, request_volume 50.
+    pub failure_percentage: Option<FailurePercentage>,
+    /// How often the rate-based detectors run, and the decay step of the ejection count. Default 10s.
+    #[serde(with = "humantime_serde_compat")]
+    pub interval: Duration,
+    /// Default 30s.
+    #[serde(with = "humantime_serde_compat")]
+    pub base_ejection_time: Duration,
+    /// Default 300s.
+    #[serde(with = "humantime_serde_compat")]
+    pub max_ejection_time: Duration,
+    /// The floor of usable endpoints that ejection never goes below. Default `Count(1)`.
+    pub min_healthy: MinHealthy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SuccessRate {
+    pub stdev_factor: f64,
+    pub minimum_hosts: u32,
+    pub request_volume: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailurePercentage {
+    /// 0..=1.
+    pub threshold: f64,
+    pub minimum_hosts: u32,
+    pub request_volume: u32,
+}
+
+/// Written `2` (endpoints) or `50%` (of the cluster).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MinHealthy {
+    Count(u32),
+    Fraction(f64),
+}
+
+/// Circuit breaker (Resilience4j's knobs), per cluster and optionally per endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CircuitBreaker {
+    /// 0..=1. Default 0.5.
+    pub failure_rate: f64,
+    /// 0..=1. Default 1.0 (off in practice).
+    pub slow_call_rate: f64,
+    /// Default 2s.
+    #[serde(with = "humantime_serde_compat")]
+    pub slow_call_duration: Duration,
+    /// Written as a count (`100`) or a duration (`30s`). Default `Count(100)`.
+    pub window: BreakerWindow,
+    /// Default 20.
+    pub minimum_calls: u32,
+    /// First open period. Default 30s.
+    #[serde(with = "humantime_serde_compat")]
+    pub open_duration: Duration,
+    /// Each reopening from half-open doubles the open period, up to this. Default 300s.
+    #[serde(with = "humantime_serde_compat")]
+    pub max_open_duration: Duration,
+    /// Most concurrent trial calls while half-open; also the successes needed to close. Default 3.
+    pub half_open_probes: u32,
+    /// Also keep a breaker per endpoint. Default false.
+    pub per_endpoint: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerWindow {
+    Count(u32),
+    Time(#[serde(with = "humantime_serde_compat")] Duration),
+}
+
+/// Bulkheads per cluster (what Envoy calls circuit breakers). Overflow fails fast with
+/// `overloaded`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterLimits {
+    /// Default 1024.
+    pub max_connections: u32,
+    /// Requests waiting for a connection. Default 1024.
+    pub max_pending: u32,
+    /// Default 1024.
+    pub max_requests: u32,
+    /// Concurrent retries. Default 3.
+    pub max_retries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PanicMode {
+    /// Spread over every endpoint, usable or not (Envoy). The default.
+    Spread,
+    /// Answer `no-healthy-endpoint` at once.
+    FailFast,
+}
+
+/// The shared response store (serve-stale, plugin cache operations).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cache {
+    /// Default 64 MiB.
+    pub max_size: u64,
+    /// Largest single body kept. Default 1 MiB.
+    pub max_entry_size: u64,
+}
+
+// === plugins (issue 4) ===
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plugin {
+    pub name: String,
+    /// Absolute path of the `.wasm` component.
+    pub path: PathBuf,
+    pub on_error: PluginOnError,
+    pub isolation: PluginIsolation,
+    pub limits: PluginLimits,
+    /// Pooled instances are recycled after this many calls. Default 10000.
+    pub recycle_after: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginOnError {
+    FailOpen,
+    FailClosed,
+    Reload,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginIsolation {
+    Pooled,
+    PerRequest,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginLimits {
+    /// Default 32 MiB.
+    pub memory: u64,
+    /// Per call. Default 5ms.
+    #[serde(with = "humantime_serde_compat")]
+    pub deadline: Duration,
+    /// Cache entries the plugin may hold. Default 10000.
+    pub cache_entries: u32,
+    /// Counter names the plugin may create. Default 100.
+    pub counters: u32,
+}
+
+/// A plugin named by a route, with the route's config for it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoutePlugin {
+    pub name: String,
+    /// The `config` value as JSON text (`null` when absent); handed to the plugin's `init`.
+    pub config: String,
+}
+
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: serde::Serializer>(
+        d: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// Serializes durations as human strings (`"250ms"`, `"5s"`), as they are written in the file.
 mod humantime_serde_compat {
     use std::time::Duration;
 
     pub(super) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+// === defaults (the values `validate` fills in for absent keys) ===
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            enabled: true,
+            consecutive_5xx: Some(5),
+            consecutive_gateway_failure: Some(5),
+            success_rate: Some(SuccessRate {
+                stdev_factor: 1.9,
+                minimum_hosts: 5,
+                request_volume: 100,
+            }),
+            failure_percentage: None,
+            interval: Duration::from_secs(10),
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            min_healthy: MinHealthy::Count(1),
+        }
+    }
+}
+
+impl Default for ClusterLimits {
+    fn default() -> Self {
+        ClusterLimits {
+            max_connections: 1024,
+            max_pending: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+        }
+    }
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            max_size: 64 * 1024 * 1024,
+            max_entry_size: 1024 * 1024,
+        }
     }
 }

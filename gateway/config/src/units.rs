@@ -1,4 +1,5 @@
-//! Durations (`250ms`, `5s`), sizes (`64KiB`) and lenient text as they are written in the file.
+//! Durations (`250ms`, `5s`), sizes (`64KiB`), ratios (`50%`) and lenient text as they are
+//! written in the file.
 //!
 //! These are serde types for the raw file model. They carry their own JSON Schema so editors
 //! can check the strings, and their parse errors say which forms are accepted.
@@ -18,6 +19,10 @@ pub(crate) struct Dur(pub(crate) Duration);
 /// 1024) or `KB`, `MB`, `GB` (powers of 1000).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Size(pub(crate) u64);
+
+/// A fraction from 0 to 1, written as a percentage (`"50%"`) or as a number (`0.5`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Ratio(pub(crate) f64);
 
 /// A scalar read as text, so `value: 1` and `value: "1"` mean the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +72,37 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     number
         .checked_mul(multiplier)
         .ok_or_else(|| format!("`{trimmed}` is too large"))
+}
+
+/// Parses a percentage such as `50%` or `2.5%` into a fraction from 0 to 1.
+pub(crate) fn parse_percent(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim();
+    let bad = || format!("`{trimmed}` is not a percentage; write e.g. `50%` or `2.5%`");
+    let number = trimmed.strip_suffix('%').ok_or_else(bad)?.trim_end();
+    // `f64::from_str` also takes `inf`, `NaN` and exponents: only plain decimals are meant here.
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(bad());
+    }
+    let percent: f64 = number.parse().map_err(|_| bad())?;
+    if percent > 100.0 {
+        return Err(format!("`{trimmed}` is above 100%"));
+    }
+    Ok(percent / 100.0)
+}
+
+/// Checks a ratio written as a plain number: 0 to 1, with a hint when a percentage was meant.
+pub(crate) fn fraction(number: f64) -> Result<f64, String> {
+    if (0.0..=1.0).contains(&number) {
+        Ok(number)
+    } else if number > 1.0 && number <= 100.0 {
+        Err(format!(
+            "`{number}` is above 1; write `{number}%` for a percentage, or a fraction from 0 to 1"
+        ))
+    } else {
+        Err(format!(
+            "`{number}` is out of range; write a fraction from 0 to 1 or a percentage such as `50%`"
+        ))
+    }
 }
 
 // === impl Dur ===
@@ -128,6 +164,40 @@ impl JsonSchema for Size {
             "oneOf": [
                 { "type": "integer", "minimum": 0 },
                 { "type": "string", "pattern": "^\\s*[0-9]+\\s*(B|KiB|MiB|GiB|KB|MB|GB)?\\s*$" }
+            ]
+        })
+    }
+}
+
+// === impl Ratio ===
+
+impl<'de> Deserialize<'de> for Ratio {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(s) => parse_percent(&s).map(Ratio).map_err(de::Error::custom),
+            Value::Number(n) => match n.as_f64() {
+                Some(f) => fraction(f).map(Ratio).map_err(de::Error::custom),
+                None => Err(de::Error::custom(format!("`{n}` is not a number"))),
+            },
+            other => Err(de::Error::custom(format!(
+                "expected a percentage such as `50%` or a fraction such as `0.5`, found {}",
+                describe(&other)
+            ))),
+        }
+    }
+}
+
+impl JsonSchema for Ratio {
+    fn schema_name() -> Cow<'static, str> {
+        "Ratio".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A percentage (`\"50%\"`) or a fraction from 0 to 1 (`0.5`).",
+            "oneOf": [
+                { "type": "number", "minimum": 0, "maximum": 1 },
+                { "type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]*)?\\s*%\\s*$" }
             ]
         })
     }
@@ -206,6 +276,30 @@ mod tests {
         assert!(parse_size("1.5MiB").is_err());
         let err = parse_size("99999999999999999GiB").unwrap_err();
         assert!(err.contains("too large"), "{err}");
+    }
+
+    #[test]
+    fn ratios_are_percentages_or_fractions_and_numbers_above_one_suggest_a_percent() {
+        let ratio = |v: Value| serde_json::from_value::<Ratio>(v).map_err(|e| e.to_string());
+        assert_eq!(ratio(serde_json::json!("50%")), Ok(Ratio(0.5)));
+        assert_eq!(ratio(serde_json::json!(" 2.5 % ")), Ok(Ratio(0.025)));
+        assert_eq!(ratio(serde_json::json!("100%")), Ok(Ratio(1.0)));
+        assert_eq!(ratio(serde_json::json!(0.2)), Ok(Ratio(0.2)));
+        assert_eq!(ratio(serde_json::json!(1)), Ok(Ratio(1.0)));
+        assert_eq!(ratio(serde_json::json!(0)), Ok(Ratio(0.0)));
+        let err = ratio(serde_json::json!(50)).unwrap_err();
+        assert!(err.contains("write `50%`"), "{err}");
+        assert!(ratio(serde_json::json!(-0.1)).is_err());
+        assert!(ratio(serde_json::json!(1000)).is_err());
+        assert!(
+            ratio(serde_json::json!("101%"))
+                .unwrap_err()
+                .contains("above 100%")
+        );
+        assert!(ratio(serde_json::json!("50")).is_err());
+        assert!(ratio(serde_json::json!("-5%")).is_err());
+        assert!(ratio(serde_json::json!("inf%")).is_err());
+        assert!(ratio(serde_json::json!(true)).is_err());
     }
 
     #[test]

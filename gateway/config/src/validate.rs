@@ -20,6 +20,9 @@ use crate::raw::*;
 use crate::tree::{Issue, child};
 use crate::units::{Dur, describe};
 
+mod plugins;
+mod resilience;
+
 const TOP_KEYS: &[&str] = &[
     "listeners",
     "admin",
@@ -27,14 +30,8 @@ const TOP_KEYS: &[&str] = &[
     "clusters",
     "shutdown",
     "log",
-];
-const TOP_LATER: &[&str] = &["plugins"];
-const ROUTE_LATER: &[&str] = &["retry", "fallback", "plugins"];
-const CLUSTER_LATER: &[&str] = &[
-    "health_check",
-    "outlier_detection",
-    "circuit_breaker",
-    "limits",
+    "cache",
+    "plugins",
 ];
 
 /// Most structural errors reported for one list item or section; past this the item is
@@ -101,7 +98,6 @@ impl Checker<'_> {
             );
             return None;
         };
-        self.unsupported(&mut top, "", TOP_LATER);
         for key in top.keys() {
             if !TOP_KEYS.contains(&key.as_str()) {
                 let message = format!("unknown key `{key}`, expected one of {}", list(TOP_KEYS));
@@ -137,20 +133,28 @@ impl Checker<'_> {
             .remove("clusters")
             .map(|v| self.list(v, "clusters"))
             .unwrap_or_default();
+        let plugin_values = top
+            .remove("plugins")
+            .map(|v| self.list(v, "plugins"))
+            .unwrap_or_default();
 
         self.unique_names(&listener_values, "listeners", "listener");
         self.unique_names(&route_values, "routes", "route");
         self.unique_names(&cluster_values, "clusters", "cluster");
-        // Names of broken clusters count too: a typo inside a cluster must not also make every
-        // route that uses it fail.
+        self.unique_names(&plugin_values, "plugins", "plugin");
+        // Names of broken clusters and plugins count too: a typo inside a cluster must not also
+        // make every route that uses it fail.
         let cluster_names: Vec<String> = names(&cluster_values).into_iter().flatten().collect();
+        let plugin_names: Vec<String> = names(&plugin_values).into_iter().flatten().collect();
 
-        let listeners = self.items::<RawListener>(listener_values, "listeners", &[]);
-        let routes = self.items::<RawRoute>(route_values, "routes", ROUTE_LATER);
-        let clusters = self.items::<RawCluster>(cluster_values, "clusters", CLUSTER_LATER);
+        let listeners = self.items::<RawListener>(listener_values, "listeners");
+        let routes = self.items::<RawRoute>(route_values, "routes");
+        let clusters = self.items::<RawCluster>(cluster_values, "clusters");
+        let plugins = self.items::<RawPlugin>(plugin_values, "plugins");
         let admin = self.section::<RawAdmin>(&mut top, "admin");
         let shutdown = self.section::<RawShutdown>(&mut top, "shutdown");
         let log = self.section::<RawLog>(&mut top, "log");
+        let cache = self.section::<RawCache>(&mut top, "cache");
 
         let listeners: Vec<Listener> = listeners
             .into_iter()
@@ -160,7 +164,7 @@ impl Checker<'_> {
         let admin = self.admin(admin, &listeners);
         let routes: Vec<Route> = routes
             .into_iter()
-            .map(|item| self.route(&item.key, item.raw, &cluster_names))
+            .map(|item| self.route(&item.key, item.raw, &cluster_names, &plugin_names))
             .collect();
         let clusters: Vec<Cluster> = clusters
             .into_iter()
@@ -168,6 +172,11 @@ impl Checker<'_> {
             .collect();
         let shutdown = self.shutdown(shutdown);
         let log = self.log(log);
+        let cache = self.cache(cache);
+        let plugins: Vec<Plugin> = plugins
+            .into_iter()
+            .map(|item| self.plugin(&item.key, item.raw))
+            .collect();
 
         Some(Config {
             listeners,
@@ -176,20 +185,9 @@ impl Checker<'_> {
             clusters,
             shutdown,
             log,
+            cache,
+            plugins,
         })
-    }
-
-    /// Rejects keys of later work with a message that says so, and drops them so the rest of
-    /// the item is still checked.
-    fn unsupported(&mut self, map: &mut Map<String, Value>, key: &str, later: &[&str]) {
-        for name in later {
-            if map.remove(*name).is_some() {
-                self.err(
-                    child(key, name),
-                    format!("`{name}` is not supported by this version of levee yet"),
-                );
-            }
-        }
     }
 
     /// A section that must be a list; `null` is an empty list.
@@ -204,18 +202,10 @@ impl Checker<'_> {
         }
     }
 
-    fn items<T: DeserializeOwned>(
-        &mut self,
-        values: Vec<Value>,
-        section: &str,
-        later: &[&str],
-    ) -> Vec<Item<T>> {
+    fn items<T: DeserializeOwned>(&mut self, values: Vec<Value>, section: &str) -> Vec<Item<T>> {
         let mut out = Vec::new();
-        for (i, mut value) in values.into_iter().enumerate() {
+        for (i, value) in values.into_iter().enumerate() {
             let key = format!("{section}[{i}]");
-            if let Value::Object(map) = &mut value {
-                self.unsupported(map, &key, later);
-            }
             if let Some(raw) = self.deserialize::<T>(value, &key) {
                 out.push(Item { key, raw });
             }
@@ -422,6 +412,36 @@ impl Checker<'_> {
         full
     }
 
+    /// A path in the file, resolved like [`Self::file`], whose content becomes part of the
+    /// config (a fallback's `body_file`): read now, through the file system.
+    fn read_file(&mut self, key: &str, written: &str) -> (PathBuf, Vec<u8>) {
+        if written.trim().is_empty() {
+            self.err(key, "a file path must not be empty");
+            return (PathBuf::new(), Vec::new());
+        }
+        let path = Path::new(written);
+        let full = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        };
+        match self.fs.read(&full) {
+            Ok(content) => (full, content),
+            Err(e) => {
+                let message = if e.kind() == std::io::ErrorKind::NotFound {
+                    format!(
+                        "file `{written}` not found (looked for `{}`)",
+                        full.display()
+                    )
+                } else {
+                    format!("file `{written}` could not be read: {e}")
+                };
+                self.err(key, message);
+                (full, Vec::new())
+            }
+        }
+    }
+
     /// `None` (after reporting) when `text` is not `IP:port`.
     fn listener_address(&mut self, key: &str, text: &str) -> Option<SocketAddr> {
         match text.trim().parse::<SocketAddr>() {
@@ -618,7 +638,13 @@ impl Checker<'_> {
         }
     }
 
-    fn route(&mut self, key: &str, raw: RawRoute, cluster_names: &[String]) -> Route {
+    fn route(
+        &mut self,
+        key: &str,
+        raw: RawRoute,
+        cluster_names: &[String],
+        plugin_names: &[String],
+    ) -> Route {
         let matcher = self.route_match(&child(key, "match"), raw.matcher);
         if !cluster_names.contains(&raw.cluster) {
             let known = if cluster_names.is_empty() {
@@ -632,12 +658,28 @@ impl Checker<'_> {
                 format!("no cluster named `{}` ({known})", raw.cluster),
             );
         }
+        let timeout = self.positive(&child(key, "timeout"), raw.timeout, Duration::from_secs(15));
         Route {
             name: raw.name,
             matcher,
             cluster: raw.cluster,
-            timeout: self.positive(&child(key, "timeout"), raw.timeout, Duration::from_secs(15)),
+            timeout,
             max_body_size: raw.max_body_size.map(|s| s.0),
+            retry: raw
+                .retry
+                .map(|r| self.retry(&child(key, "retry"), r, timeout)),
+            fallback: raw
+                .fallback
+                .map(|f| self.fallback(&child(key, "fallback"), f)),
+            rate_limit: raw
+                .rate_limit
+                .map(|r| self.rate_limit(&child(key, "rate_limit"), r)),
+            fault: raw.fault.map(|f| self.fault(&child(key, "fault"), f)),
+            plugins: self.route_plugins(
+                &child(key, "plugins"),
+                raw.plugins.unwrap_or_default(),
+                plugin_names,
+            ),
         }
     }
 
@@ -868,6 +910,20 @@ impl Checker<'_> {
                 RawProtocol::Http2 => UpstreamProtocol::Http2,
             },
             tls,
+            health_check: raw
+                .health_check
+                .map(|h| self.health_check(&k("health_check"), h)),
+            outlier_detection: self
+                .outlier_detection(&k("outlier_detection"), raw.outlier_detection),
+            circuit_breaker: raw
+                .circuit_breaker
+                .map(|b| self.circuit_breaker(&k("circuit_breaker"), b)),
+            limits: self.cluster_limits(&k("limits"), raw.limits),
+            panic_threshold: raw.panic_threshold.map_or(0.5, |r| r.0),
+            panic_mode: match raw.panic_mode.unwrap_or(RawPanicMode::Spread) {
+                RawPanicMode::Spread => PanicMode::Spread,
+                RawPanicMode::FailFast => PanicMode::FailFast,
+            },
         }
     }
 
@@ -957,6 +1013,11 @@ impl Checker<'_> {
             access_log: raw.access_log.unwrap_or(true),
         }
     }
+}
+
+/// A duration as the file writes it (`250ms`, `5m`), for messages.
+fn human(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
 }
 
 fn lb_name(lb: RawLbPolicy) -> &'static str {

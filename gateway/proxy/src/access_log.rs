@@ -47,6 +47,10 @@ pub struct RequestRecord {
     /// The gateway error kind (the `x-levee-error` value), if the gateway generated the response
     /// or the response broke midway.
     pub error_kind: Option<&'static str>,
+    /// Tries sent upstream (1 without retries; 0 when none was sent).
+    pub attempts: u32,
+    /// How a fallback answered (`stale`, `static`), if one did.
+    pub fallback: Option<&'static str>,
 }
 
 /// Writes access log lines (JSON, one per request) to standard output, when enabled.
@@ -54,7 +58,7 @@ pub struct RequestRecord {
 /// A line looks like `{"time":"2026-01-02T03:04:05.678Z","listener":"public","route":"api",
 /// "cluster":"api","endpoint":"127.0.0.1:9001","client":"127.0.0.1:50000","method":"GET",
 /// "path":"/v1/x","version":"HTTP/1.1","status":200,"duration_ms":1.25,"bytes_in":0,
-/// "bytes_out":12,"request_id":"…","error":null}`; absent route, cluster and endpoint are `null`.
+/// "bytes_out":12,"request_id":"…","error":null,"attempts":1,"fallback":null}`; absent route, cluster and endpoint are `null`.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
     sink: Option<Sink>,
@@ -95,6 +99,8 @@ struct Line<'a> {
     bytes_out: u64,
     request_id: &'a str,
     error: Option<&'static str>,
+    attempts: u32,
+    fallback: Option<&'static str>,
 }
 
 // === impl AccessLog ===
@@ -161,6 +167,8 @@ impl<'a> From<&'a RequestRecord> for Line<'a> {
             bytes_out: record.bytes_out,
             request_id: &record.request_id,
             error: record.error_kind,
+            attempts: record.attempts,
+            fallback: record.fallback,
         }
     }
 }
@@ -204,6 +212,8 @@ mod tests {
             bytes_out: 12,
             request_id: format!("req-{n}"),
             error_kind: None,
+            attempts: 1,
+            fallback: None,
         }
     }
 

@@ -27,6 +27,7 @@ use crate::metrics::{self, Metrics};
 use crate::readiness::Readiness;
 use crate::reload::{ReloadCause, ReloadHandle, SHUTTING_DOWN};
 use crate::snapshot::Snapshot;
+use crate::upstream::BreakerForce;
 
 /// How long a connection may take to send its request head; admin clients are scripts and
 /// probes on a fast network, so a slow one is stuck or hostile.
@@ -140,6 +141,13 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Prox
             method_not_allowed("GET, HEAD")
         }
         "/config/reload" => method_not_allowed("POST"),
+        path if path.starts_with("/clusters/") && path.ends_with("/breaker") => {
+            if method == Method::POST {
+                force_breaker(state, &request)
+            } else {
+                method_not_allowed("POST")
+            }
+        }
         _ => json_response(StatusCode::NOT_FOUND, &json!({ "error": "not found" })),
     }
 }
@@ -194,6 +202,45 @@ async fn reload(state: &AdminState) -> Response<ProxyBody> {
             };
             json_response(status, &json!({ "ok": false, "error": error }))
         }
+    }
+}
+
+/// `POST /clusters/{name}/breaker?state=open|closed|auto`: forces a cluster's circuit breaker
+/// open or closed, or hands it back to its window (`auto`). The force lasts until the next
+/// `auto` (reloads keep it) and answers with the breaker's status.
+fn force_breaker<B>(state: &AdminState, request: &Request<B>) -> Response<ProxyBody> {
+    let path = request.uri().path();
+    let name = &path["/clusters/".len()..path.len() - "/breaker".len()];
+    let wanted = request
+        .uri()
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("state="));
+    let force = match wanted {
+        Some("open") => Some(BreakerForce::Open),
+        Some("closed") => Some(BreakerForce::Closed),
+        Some("auto") => None,
+        _ => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({ "error": "give ?state=open, ?state=closed or ?state=auto" }),
+            );
+        }
+    };
+    let snapshot = state.snapshot.load();
+    let Some(cluster) = snapshot.clusters.get(name) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({ "error": format!("no cluster named {name:?}") }),
+        );
+    };
+    match cluster.force_breaker(force) {
+        Some(status) => json_response(StatusCode::OK, &status),
+        None => json_response(
+            StatusCode::CONFLICT,
+            &json!({ "error": format!("cluster {name:?} has no circuit_breaker configured") }),
+        ),
     }
 }
 
@@ -437,6 +484,11 @@ mod tests {
                 cluster: "api<1>".into(),
                 timeout: Duration::from_secs(15),
                 max_body_size: None,
+                retry: None,
+                fallback: None,
+                rate_limit: None,
+                fault: None,
+                plugins: Vec::new(),
             }],
             clusters: vec![Cluster {
                 name: "api<1>".into(),
@@ -453,7 +505,15 @@ mod tests {
                 max_idle_per_endpoint: 64,
                 protocol: UpstreamProtocol::Http1,
                 tls: None,
+                health_check: None,
+                outlier_detection: Default::default(),
+                circuit_breaker: None,
+                limits: Default::default(),
+                panic_threshold: 0.5,
+                panic_mode: levee_config::PanicMode::Spread,
             }],
+            cache: Default::default(),
+            plugins: Vec::new(),
             shutdown: Shutdown {
                 drain_delay: Duration::from_secs(5),
                 drain_timeout: Duration::from_secs(30),
@@ -604,6 +664,8 @@ mod tests {
                 bytes_out: 5,
                 request_id: "r".into(),
                 error_kind: (status == 502).then_some("upstream-reset"),
+                attempts: 1,
+                fallback: None,
             });
         }
         let reply = get(admin.addr, "/metrics").await;
@@ -723,7 +785,23 @@ mod tests {
         let admin = start(None).await;
         let reply = get(admin.addr, "/clusters").await;
         assert_eq!(reply.status, StatusCode::OK);
-        assert_eq!(reply.json(), admin.state.snapshot.load().clusters_status());
+        // Everything but the clocks (availability keeps counting between the two reads).
+        let strip = |mut v: serde_json::Value| {
+            for cluster in v["clusters"].as_array_mut().into_iter().flatten() {
+                cluster["availability"] = serde_json::Value::Null;
+                for endpoint in cluster["endpoints"].as_array_mut().into_iter().flatten() {
+                    endpoint["availability"] = serde_json::Value::Null;
+                }
+            }
+            v
+        };
+        let served = reply.json();
+        assert_eq!(served["clusters"][0]["endpoints"][0]["health"], "unchecked");
+        assert_eq!(served["clusters"][0]["limits"]["requests"]["max"], 1024);
+        assert_eq!(
+            strip(served),
+            strip(admin.state.snapshot.load().clusters_status())
+        );
     }
 
     #[tokio::test]

@@ -1,9 +1,11 @@
 //! `levee demo`: the gateway with an embedded config and built-in demo upstreams on loopback.
 //!
 //! The demo needs no files and no network beyond loopback. It starts three small upstream
-//! servers (two healthy ones and one flaky one that fails a third of its requests), writes the
-//! embedded config into a temporary directory (so an operator can edit it and watch the hot
-//! reload), starts the gateway on it, and prints what to curl.
+//! servers (two healthy ones and one flaky one that fails every request during bad phases of
+//! 15 seconds), and names a fourth address where nothing listens. It writes the embedded config
+//! into a temporary directory (so an operator can edit it and watch the hot reload), starts the
+//! gateway on it, and prints what to curl: retries hiding failures, the flaky upstream ejected
+//! and readmitted, a down service's circuit opening and its maintenance page.
 
 use std::convert::Infallible;
 use std::io::Write as _;
@@ -29,7 +31,8 @@ pub async fn run(port: u16, admin_port: u16) -> anyhow::Result<()> {
     let signals = ShutdownSignals::install()?;
     let catalog_a = spawn_upstream("catalog-a", Behaviour::Healthy).await?;
     let catalog_b = spawn_upstream("catalog-b", Behaviour::Healthy).await?;
-    let flaky = spawn_upstream("flaky", Behaviour::FailsEveryThird).await?;
+    let flaky = spawn_upstream("flaky", Behaviour::Phases).await?;
+    let broken = closed_port().await?;
 
     let dir = DemoDir::create()?;
     let config = DEMO_CONFIG
@@ -37,7 +40,8 @@ pub async fn run(port: u16, admin_port: u16) -> anyhow::Result<()> {
         .replace("{admin_port}", &admin_port.to_string())
         .replace("{catalog_a}", &catalog_a.to_string())
         .replace("{catalog_b}", &catalog_b.to_string())
-        .replace("{flaky}", &flaky.to_string());
+        .replace("{flaky}", &flaky.to_string())
+        .replace("{broken}", &broken.to_string());
     let config_path = dir.path.join("levee.yaml");
     std::fs::write(&config_path, config)
         .with_context(|| format!("writing {}", config_path.display()))?;
@@ -52,11 +56,13 @@ pub async fn run(port: u16, admin_port: u16) -> anyhow::Result<()> {
         "\n\
          Levee demo is running.\n\
          \n\
-         \x20 Upstreams on loopback: catalog-a {catalog_a}, catalog-b {catalog_b}, flaky {flaky}\n\
+         \x20 Upstreams on loopback: catalog-a {catalog_a}, catalog-b {catalog_b}, flaky {flaky},\n\
+         \x20 and nothing at {broken} (a service that is down)\n\
          \n\
-         \x20 curl -i http://{public}/catalog/items     # round-robin over two healthy upstreams\n\
-         \x20 curl -i http://{public}/flaky/            # an upstream that fails every third request\n\
-         \x20 curl -i http://{public}/mixed/            # least-request over a healthy and the flaky one\n\
+         \x20 curl -i http://{public}/catalog/items     # round-robin over two health-checked upstreams\n\
+         \x20 curl -i http://{public}/flaky/            # fails every request during 15 s bad phases\n\
+         \x20 curl -i http://{public}/mixed/            # retries hide the flaky one; it is ejected, then back\n\
+         \x20 curl -i http://{public}/broken/           # the circuit opens; a maintenance page\n\
          \x20 curl -i http://{public}/nowhere           # no route: a JSON 404 with x-levee-error\n\
          \n\
          \x20 status page  http://{admin}/\n\
@@ -76,8 +82,17 @@ pub async fn run(port: u16, admin_port: u16) -> anyhow::Result<()> {
 enum Behaviour {
     /// 200 with a small JSON body.
     Healthy,
-    /// 503 on every third request, 200 otherwise.
-    FailsEveryThird,
+    /// 200 for 15 seconds, then 503 for 15 seconds, and so on (`/healthz` included).
+    Phases,
+}
+
+/// How long each good or bad phase of [`Behaviour::Phases`] lasts.
+const PHASE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// An address on loopback where nothing listens (connections are refused).
+async fn closed_port() -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    Ok(listener.local_addr()?)
 }
 
 /// Starts a demo upstream on `127.0.0.1:0` and returns its address.
@@ -85,6 +100,7 @@ async fn spawn_upstream(name: &'static str, behaviour: Behaviour) -> anyhow::Res
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let served = Arc::new(AtomicU64::new(0));
+    let started = std::time::Instant::now();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -93,7 +109,8 @@ async fn spawn_upstream(name: &'static str, behaviour: Behaviour) -> anyhow::Res
             let served = served.clone();
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let n = served.fetch_add(1, Ordering::Relaxed) + 1;
-                async move { Ok::<_, Infallible>(answer(name, behaviour, n, &req)) }
+                let bad_phase = (started.elapsed().as_secs() / PHASE.as_secs()) % 2 == 1;
+                async move { Ok::<_, Infallible>(answer(name, behaviour, n, bad_phase, &req)) }
             });
             tokio::spawn(async move {
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -109,9 +126,10 @@ fn answer(
     name: &str,
     behaviour: Behaviour,
     n: u64,
+    bad_phase: bool,
     req: &Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let failing = matches!(behaviour, Behaviour::FailsEveryThird) && n.is_multiple_of(3);
+    let failing = matches!(behaviour, Behaviour::Phases) && bad_phase;
     let status = if failing {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

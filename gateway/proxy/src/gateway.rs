@@ -95,6 +95,13 @@ impl Gateway {
             .context("building the first snapshot")?;
         first.prepare().await;
         let snapshot = Arc::new(ArcSwap::from_pointee(first));
+        let states = Arc::downgrade(&snapshot);
+        metrics
+            .resilience
+            .set_state_source(Box::new(move || match states.upgrade() {
+                Some(snapshot) => snapshot.load().cluster_states(),
+                None => Vec::new(),
+            }));
         readiness.set_config_loaded();
 
         let proxy = Proxy::new(

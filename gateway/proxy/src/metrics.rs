@@ -26,6 +26,10 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::access_log::RequestRecord;
 
+mod resilience;
+
+pub use self::resilience::{ClusterState, EndpointState, ResilienceMetrics, StateSource};
+
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -214,6 +218,8 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     last_reload_success: Gauge,
     last_reload_timestamp: Gauge<f64, AtomicU64>,
+    /// Retries, limits, breakers, ejections, fallbacks, and the state gauges.
+    pub resilience: ResilienceMetrics,
     /// Resolved request series, so `observe_request` skips the families' label hashing.
     series: RwLock<HashMap<SeriesKey, Arc<RequestSeries>, BuildHasherDefault<PtrHasher>>>,
 }
@@ -296,6 +302,8 @@ impl std::fmt::Debug for Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("levee");
+        let resilience = ResilienceMetrics::default();
+        resilience.register(&mut registry);
 
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -407,6 +415,7 @@ impl Default for Metrics {
             reloads,
             last_reload_success,
             last_reload_timestamp,
+            resilience,
             series: RwLock::default(),
         }
     }
@@ -615,6 +624,8 @@ mod tests {
             bytes_out: 100,
             request_id: "id".into(),
             error_kind,
+            attempts: 1,
+            fallback: None,
         }
     }
 

@@ -22,6 +22,8 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method};
 use levee_config::{HostMatch, PathMatch, Route};
 
+use crate::proxy::policy::RoutePolicy;
+
 /// What the request path needs to know about the route a request took.
 #[derive(Debug, Clone)]
 pub struct RouteEntry {
@@ -33,6 +35,8 @@ pub struct RouteEntry {
     pub timeout: Duration,
     /// Largest request body in bytes; `None` is no limit.
     pub max_body_size: Option<u64>,
+    /// Retries, rate limit, faults and fallback, with their state.
+    pub(crate) policy: Arc<RoutePolicy>,
 }
 
 /// The routing table of one snapshot. The default table has no routes and matches nothing.
@@ -64,7 +68,21 @@ struct Compiled {
 impl Router {
     /// Builds the table for `routes` (file order). Infallible: the config is already validated.
     pub fn new(routes: &[Route]) -> Router {
-        let compiled: Vec<Compiled> = routes.iter().map(Compiled::new).collect();
+        Router::build(routes, None)
+    }
+
+    /// Builds the table for `routes`, carrying each route policy's state (retry budget, rate
+    /// limiter buckets) over from the same-named route of `previous`.
+    pub fn build(routes: &[Route], previous: Option<&Router>) -> Router {
+        let compiled: Vec<Compiled> = routes
+            .iter()
+            .map(|route| {
+                let before = previous
+                    .and_then(|p| p.routes.iter().find(|c| *c.entry.name == *route.name))
+                    .map(|c| &*c.entry.policy);
+                Compiled::new(route, before)
+            })
+            .collect();
 
         let mut exact: HashMap<Box<str>, Vec<usize>> = HashMap::new();
         let mut wildcard: HashMap<Box<str>, Vec<usize>> = HashMap::new();
@@ -136,7 +154,7 @@ impl Router {
 // === impl Compiled ===
 
 impl Compiled {
-    fn new(route: &Route) -> Compiled {
+    fn new(route: &Route, previous: Option<&RoutePolicy>) -> Compiled {
         let mut broken = false;
         let methods = route
             .matcher
@@ -168,6 +186,7 @@ impl Compiled {
                 cluster: route.cluster.as_str().into(),
                 timeout: route.timeout,
                 max_body_size: route.max_body_size,
+                policy: Arc::new(RoutePolicy::build(route, previous)),
             },
             path: route.matcher.path.clone(),
             methods,
@@ -244,6 +263,11 @@ mod tests {
             cluster: format!("c-{name}"),
             timeout: Duration::from_secs(15),
             max_body_size: None,
+            retry: None,
+            fallback: None,
+            rate_limit: None,
+            fault: None,
+            plugins: Vec::new(),
         }
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use levee_config::Config;
+use levee_resilience::store::ResponseStore;
 
 use crate::metrics::Metrics;
 use crate::route::Router;
@@ -32,6 +33,8 @@ pub struct Snapshot {
     pub router: Router,
     /// Runtime clusters by name.
     pub clusters: HashMap<Arc<str>, Arc<Cluster>>,
+    /// Last good responses (serve-stale) and plugin cache entries; shared by every snapshot.
+    pub store: Arc<ResponseStore>,
 }
 
 /// What building a snapshot needs besides the config.
@@ -58,6 +61,20 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         ctx: &BuildContext,
     ) -> Result<Snapshot, SnapshotError> {
+        // One store for the process: stale copies outlive reloads; a changed `cache` section
+        // only changes its limits.
+        let store = match previous {
+            Some(p) => {
+                let cache = &config.cache;
+                p.store
+                    .set_limits(cache.max_size, cache.max_entry_size, cache.max_size);
+                p.store.clone()
+            }
+            None => Arc::new(ResponseStore::new(
+                config.cache.max_size,
+                config.cache.max_entry_size,
+            )),
+        };
         let mut clusters = HashMap::with_capacity(config.clusters.len());
         for cluster in &config.clusters {
             let before = previous.and_then(|p| p.clusters.get(cluster.name.as_str()));
@@ -66,7 +83,8 @@ impl Snapshot {
             clusters.insert(built.name().clone(), Arc::new(built));
         }
         Ok(Snapshot {
-            router: Router::new(&config.routes),
+            router: Router::build(&config.routes, previous.map(|p| &p.router)),
+            store,
             clusters,
             config,
             version,
@@ -83,6 +101,16 @@ impl Snapshot {
             .values()
             .map(|cluster| cluster.prepare(PREPARE_LIMIT));
         futures_util::future::join_all(pending).await;
+    }
+
+    /// The state gauges of every cluster, in config order, for `/metrics`.
+    pub fn cluster_states(&self) -> Vec<crate::metrics::ClusterState> {
+        self.config
+            .clusters
+            .iter()
+            .filter_map(|c| self.clusters.get(c.name.as_str()))
+            .map(|c| c.state())
+            .collect()
     }
 
     /// `/clusters` JSON: `{ "clusters": [ { "name", "lb", "protocol", "endpoints": [ {
@@ -139,7 +167,15 @@ mod tests {
                 max_idle_per_endpoint: 64,
                 protocol: UpstreamProtocol::Http1,
                 tls: None,
+                health_check: None,
+                outlier_detection: Default::default(),
+                circuit_breaker: None,
+                limits: Default::default(),
+                panic_threshold: 0.5,
+                panic_mode: levee_config::PanicMode::Spread,
             }],
+            cache: Default::default(),
+            plugins: Vec::new(),
             shutdown: Shutdown {
                 drain_delay: Duration::from_secs(5),
                 drain_timeout: Duration::from_secs(30),

@@ -67,6 +67,8 @@ fn listener_set() -> ListenerSet {
         },
         routes: vec![],
         clusters: vec![],
+        cache: Default::default(),
+        plugins: Vec::new(),
         shutdown: Shutdown {
             drain_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(1),

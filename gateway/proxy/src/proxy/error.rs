@@ -6,9 +6,12 @@
 //! dashboards can tell a gateway answer from an upstream one.
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
+use levee_config::FailureKind;
 use serde::Serialize;
 
 use crate::upstream::UpstreamError;
@@ -66,6 +69,34 @@ pub enum ProxyError {
     /// Sending to the upstream failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The cluster's (or the picked endpoint's) circuit breaker is open.
+    #[error("the circuit of cluster {cluster} is open")]
+    CircuitOpen {
+        /// The cluster.
+        cluster: Arc<str>,
+        /// When the breaker lets a trial request through, if known.
+        retry_after: Option<Duration>,
+    },
+    /// A cluster limit (bulkhead) is full.
+    #[error("cluster {cluster} is at its {limit} limit")]
+    Overloaded {
+        /// The cluster.
+        cluster: Arc<str>,
+        /// Which limit: `max_requests`, `max_pending`, `max_connections` or `max_retries`.
+        limit: &'static str,
+    },
+    /// The route's rate limit refused the request.
+    #[error("the rate limit of this route is exceeded")]
+    RateLimited {
+        /// When a token is next available.
+        retry_after: Duration,
+    },
+    /// Fault injection aborted the request with this status.
+    #[error("fault injection aborted the request")]
+    FaultAbort(StatusCode),
+    /// The request body broke while the gateway read it for replay (the client went away).
+    #[error("reading the request body failed: {0}")]
+    RequestBody(String),
 }
 
 /// The JSON body of an error response.
@@ -89,6 +120,11 @@ impl ProxyError {
             ProxyError::NoHealthyEndpoint(_) => "no-healthy-endpoint",
             ProxyError::UpstreamTimeout => "upstream-timeout",
             ProxyError::Upstream(e) => e.kind(),
+            ProxyError::CircuitOpen { .. } => "circuit-open",
+            ProxyError::Overloaded { .. } => "overloaded",
+            ProxyError::RateLimited { .. } => "rate-limited",
+            ProxyError::FaultAbort(_) => "fault-injected",
+            ProxyError::RequestBody(_) => "downstream-reset",
         }
     }
 
@@ -105,6 +141,12 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::CircuitOpen { .. } | ProxyError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::FaultAbort(status) => *status,
+            ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -113,8 +155,14 @@ impl ProxyError {
         match self {
             ProxyError::MethodNotAllowed
             | ProxyError::BadRequest(_)
-            | ProxyError::PayloadTooLarge { .. } => ErrorSource::Downstream,
-            ProxyError::NoRoute | ProxyError::NoHealthyEndpoint(_) => ErrorSource::Gateway,
+            | ProxyError::PayloadTooLarge { .. }
+            | ProxyError::RequestBody(_) => ErrorSource::Downstream,
+            ProxyError::NoRoute
+            | ProxyError::NoHealthyEndpoint(_)
+            | ProxyError::CircuitOpen { .. }
+            | ProxyError::Overloaded { .. }
+            | ProxyError::RateLimited { .. }
+            | ProxyError::FaultAbort(_) => ErrorSource::Gateway,
             ProxyError::UpstreamTimeout | ProxyError::Upstream(_) => ErrorSource::Upstream,
         }
     }
@@ -135,14 +183,65 @@ impl ProxyError {
             ProxyError::MethodNotAllowed
             | ProxyError::BadRequest(_)
             | ProxyError::NoRoute
-            | ProxyError::PayloadTooLarge { .. } => RetryType::Never,
+            | ProxyError::PayloadTooLarge { .. }
+            | ProxyError::CircuitOpen { .. }
+            | ProxyError::Overloaded { .. }
+            | ProxyError::RateLimited { .. }
+            | ProxyError::FaultAbort(_)
+            | ProxyError::RequestBody(_) => RetryType::Never,
         }
     }
 
     /// The gateway's response for this failure: JSON `{"error","message","request_id"}`,
     /// `content-type: application/json` and `x-levee-error: <kind>`.
     pub fn to_response(&self, request_id: &HeaderValue) -> Response<bytes::Bytes> {
-        error_response(self.status(), self.kind(), self, request_id)
+        let mut response = error_response(self.status(), self.kind(), self, request_id);
+        if let Some(after) = self.retry_after() {
+            // Whole seconds, rounded up: `retry-after: 0` would invite an immediate retry.
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response
+    }
+
+    /// How long the client should wait, for failures that know it.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProxyError::RateLimited { retry_after } => Some(*retry_after),
+            ProxyError::CircuitOpen { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The failure kind a route's `fallback.on` (and a plugin) names, for failures a fallback
+    /// may answer.
+    pub fn failure_kind(&self) -> Option<FailureKind> {
+        Some(match self {
+            ProxyError::Upstream(e) if e.is_connect() => FailureKind::ConnectFailure,
+            ProxyError::Upstream(_) => FailureKind::Reset,
+            ProxyError::UpstreamTimeout => FailureKind::Timeout,
+            ProxyError::CircuitOpen { .. } => FailureKind::CircuitOpen,
+            ProxyError::NoHealthyEndpoint(_) => FailureKind::NoHealthyEndpoint,
+            ProxyError::Overloaded { .. } => FailureKind::Overloaded,
+            ProxyError::RateLimited { .. } => FailureKind::RateLimited,
+            _ => return None,
+        })
+    }
+}
+
+/// The config (and WIT) name of a failure kind, as in `fallback.on`.
+pub fn failure_kind_name(kind: FailureKind) -> &'static str {
+    match kind {
+        FailureKind::ConnectFailure => "connect-failure",
+        FailureKind::Reset => "reset",
+        FailureKind::Timeout => "timeout",
+        FailureKind::Upstream5xx => "upstream-5xx",
+        FailureKind::CircuitOpen => "circuit-open",
+        FailureKind::NoHealthyEndpoint => "no-healthy-endpoint",
+        FailureKind::Overloaded => "overloaded",
+        FailureKind::RateLimited => "rate-limited",
     }
 }
 

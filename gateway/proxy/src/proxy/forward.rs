@@ -1,19 +1,21 @@
 //! Forwarding: pick an endpoint of the route's cluster and send within the route timeout.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::header::COOKIE;
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, Method, Request, Response};
 use hyper::body::Incoming;
-use levee_balance::{PickContext, hash_key};
-use levee_config::HashOn;
+use levee_balance::hash_key;
+use levee_config::{HashOn, RetryOn};
 use tokio::time::Instant;
 
 use super::error::ProxyError;
 use super::limit::BodyStats;
-use crate::body::ProxyBody;
-use crate::upstream::Cluster;
+use super::policy::RoutePolicy;
+use super::record::Pending;
+use super::replay::ReplayBody;
+use crate::upstream::{Cluster, TryOutcome};
 
 /// The consistent-hashing key of a request, from what the cluster's `hash_on` names. `None`
 /// when the cluster does not hash, or the request lacks the header or cookie.
@@ -45,45 +47,176 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
         })
 }
 
-/// Picks an endpoint of `cluster` (reporting it through `on_pick` before sending, so a failure
-/// is still attributed to it) and sends `req` to it, giving up at `deadline`. A request body cut
-/// off for size turns any failure into 413.
+/// A request ready for forwarding, and what the retry stage needs to know about it.
+pub(crate) struct Outgoing {
+    /// The upstream request head; cloned for each try.
+    pub(crate) parts: http::request::Parts,
+    pub(crate) body: ReplayBody,
+    pub(crate) hash: Option<u64>,
+}
+
+/// Sends `req` to `cluster` within `deadline`, with the route's retry policy: picks an endpoint
+/// (a retry prefers one not tried yet), passes the cluster's breaker and limits, and feeds every
+/// outcome to outlier detection and the breaker. The answer is one whole try's response, never a
+/// mix of two. A request body cut off for size turns any failure into 413.
 pub(crate) async fn send(
     cluster: &Arc<Cluster>,
-    hash: Option<u64>,
-    req: Request<ProxyBody>,
+    policy: &RoutePolicy,
+    mut req: Outgoing,
     deadline: Instant,
     body: &BodyStats,
     body_limit: Option<u64>,
-    on_pick: impl FnOnce(std::net::SocketAddr),
+    pending: &mut Pending,
 ) -> Result<Response<Incoming>, ProxyError> {
-    let ctx = PickContext { hash, exclude: &[] };
-    let endpoint = cluster
-        .pick(&ctx)
-        .ok_or_else(|| ProxyError::NoHealthyEndpoint(cluster.name().to_string()))?;
-    let address = endpoint.address();
-    on_pick(address);
-
-    let in_flight = endpoint.start();
-    let sent = std::time::Instant::now();
-    let result = tokio::time::timeout_at(deadline, cluster.send(&endpoint, req)).await;
+    let retry = policy.retry.as_ref();
+    let attempts = retry.map_or(1, |r| r.config.attempts.max(1));
+    let _active = retry.map(|r| r.budget.request_started());
+    let idempotent = is_idempotent(&req.parts.method);
+    let mut tried: Vec<SocketAddr> = Vec::new();
     let too_large = |e: ProxyError| match body_limit {
         Some(limit) if body.too_large() => ProxyError::PayloadTooLarge { limit },
         _ => e,
     };
-    match result {
-        Ok(Ok(response)) => {
-            in_flight.finish(sent.elapsed());
-            Ok(response)
+
+    let mut attempt = 1;
+    loop {
+        let Some(body_now) = req.body.take() else {
+            // Unreachable in practice: a streaming body stops retries before this point.
+            return Err(ProxyError::RequestBody("the body was already sent".into()));
+        };
+        let head = if attempt < attempts && req.body.can_replay() {
+            req.parts.clone()
+        } else {
+            std::mem::replace(&mut req.parts, Request::new(()).into_parts().0)
+        };
+        let try_deadline = match retry.and_then(|r| r.config.per_try_timeout) {
+            Some(per_try) => deadline.min(Instant::now() + per_try),
+            None => deadline,
+        };
+        let result = try_once(
+            cluster,
+            Request::from_parts(head, body_now),
+            req.hash,
+            &mut tried,
+            try_deadline,
+            pending,
+        )
+        .await
+        .map_err(too_large);
+
+        let Some(retry) = retry else { return result };
+        let Some(condition) = retry_condition(&result, &retry.config.on) else {
+            return result;
+        };
+        let safe = idempotent || condition == RetryOn::ConnectFailure;
+        if attempt >= attempts || !safe || !req.body.can_replay() || body.too_large() {
+            return result;
         }
-        Ok(Err(e)) => Err(too_large(ProxyError::Upstream(e))),
+        // The backoff must leave time for the next try to do something.
+        let wait = retry.backoff.delay(attempt, &mut rand::rng());
+        if Instant::now() + wait >= deadline {
+            return result;
+        }
+        // The try that just ended is no longer a retry in flight: only the next one counts.
+        pending.held.retry = None;
+        let metrics = &pending.inner.metrics.resilience;
+        let route = pending.route.clone().unwrap_or_else(|| Arc::from("none"));
+        let Some(budget) = retry.budget.try_retry() else {
+            metrics.retry_refused(&route, "budget");
+            return result;
+        };
+        let Some(slot) = cluster.resilience().retry_slot() else {
+            metrics.retry_refused(&route, "max_retries");
+            return result;
+        };
+        metrics.retried(&route);
+        drop(result);
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+        pending.attempts = attempt;
+        pending.held.retry = Some((budget, slot));
+    }
+}
+
+/// One try: the cluster's breaker and request limit, an endpoint (preferring one not in
+/// `tried`), a connection slot, then the send within `try_deadline`. The outcome feeds the
+/// endpoint's outlier detection, the breakers and the EWMA. A per-try timeout is `timeout` like
+/// the route's; which one expired only matters to the caller's retry decision.
+async fn try_once(
+    cluster: &Arc<Cluster>,
+    req: Request<crate::body::ProxyBody>,
+    hash: Option<u64>,
+    tried: &mut Vec<SocketAddr>,
+    try_deadline: Instant,
+    pending: &mut Pending,
+) -> Result<Response<Incoming>, ProxyError> {
+    let guards = cluster.resilience();
+    let admission = guards.admit().map_err(|r| r.into_error(cluster.name()))?;
+    let picked = guards
+        .pick(cluster, hash, tried)
+        .map_err(|r| r.into_error(cluster.name()))?;
+    let address = picked.endpoint.address();
+    tried.push(address);
+    pending.endpoint = Some(address);
+
+    let connection = match guards.connection_slot(try_deadline).await {
+        Ok(slot) => slot,
+        Err(refusal) => return Err(refusal.into_error(cluster.name())),
+    };
+    let in_flight = picked.endpoint.start();
+    let sent = std::time::Instant::now();
+    let result = tokio::time::timeout_at(try_deadline, cluster.send(&picked.endpoint, req)).await;
+    let latency = sent.elapsed();
+    let (result, outcome) = match result {
+        Ok(Ok(response)) => {
+            in_flight.finish(latency);
+            let outcome = TryOutcome::Status(response.status().as_u16());
+            (Ok(response), outcome)
+        }
+        Ok(Err(e)) => {
+            let outcome = if e.is_connect() {
+                TryOutcome::ConnectFailure
+            } else {
+                TryOutcome::Reset
+            };
+            (Err(ProxyError::Upstream(e)), outcome)
+        }
         Err(_elapsed) => {
             // A timeout is a latency observation too: it keeps a stalled endpoint from
             // looking fast to peak-EWMA.
-            in_flight.finish(sent.elapsed());
-            Err(too_large(ProxyError::UpstreamTimeout))
+            in_flight.finish(latency);
+            (Err(ProxyError::UpstreamTimeout), TryOutcome::Timeout)
         }
-    }
+    };
+    pending.held.request = guards.observe(picked, admission, outcome, latency);
+    // The connection stays busy until the response body ends.
+    pending.held.connection = connection;
+    result
+}
+
+/// The retry condition `result` meets, if `on` lists it.
+fn retry_condition(
+    result: &Result<Response<Incoming>, ProxyError>,
+    on: &[RetryOn],
+) -> Option<RetryOn> {
+    let condition = match result {
+        Ok(response) => RetryOn::Status(response.status().as_u16()),
+        Err(ProxyError::Upstream(e)) if e.is_connect() => RetryOn::ConnectFailure,
+        Err(ProxyError::Upstream(_)) => RetryOn::Reset,
+        Err(ProxyError::UpstreamTimeout) => RetryOn::Timeout,
+        // No endpoint now may mean one comes back by the next try; it never reached one.
+        Err(ProxyError::NoHealthyEndpoint(_)) => RetryOn::ConnectFailure,
+        Err(_) => return None,
+    };
+    on.contains(&condition).then_some(condition)
+}
+
+/// RFC 9110 §9.2.2: methods whose repetition has the effect of one request.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 #[cfg(test)]

@@ -19,11 +19,16 @@
 //! cluster endpoints, and the upstream request is always origin-form. The gateway is not an
 //! open proxy.
 
+mod capture;
 pub mod error;
+mod fallback;
+pub mod fault;
 mod forward;
 mod headers;
 mod limit;
+pub(crate) mod policy;
 mod record;
+mod replay;
 mod upgrade;
 
 #[cfg(test)]
@@ -40,19 +45,22 @@ use http::{Extensions, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use levee_config::FailureKind;
 
 use self::error::ProxyError;
 use self::limit::{BodyStats, LimitedBody};
 use self::record::{Pending, RecordBody};
+use self::replay::ReplayBody;
 use crate::access_log::AccessLog;
 use crate::body::{BoxError, ProxyBody};
 use crate::conn::ConnInfo;
 use crate::metrics::Metrics;
-use crate::route::strip_port;
+use crate::route::{RouteEntry, strip_port};
 use crate::snapshot::Snapshot;
 use crate::upstream::UpstreamError;
 
 pub use self::error::{ErrorSource, RetryType, X_LEVEE_ERROR};
+pub use self::fallback::X_LEVEE_CACHE;
 pub use self::headers::X_REQUEST_ID;
 
 /// The gateway's HTTP service: every downstream request goes through [`Proxy::call`].
@@ -114,6 +122,9 @@ impl Proxy {
             error_kind: None,
             body: None,
             recorded: false,
+            attempts: 1,
+            served_by: None,
+            held: record::Held::default(),
         };
         let response = match handle(&snapshot, req, &conn, &mut pending).await {
             Ok(response) => finish(response, pending),
@@ -134,13 +145,13 @@ impl Proxy {
     }
 }
 
-/// Phases 2 to 8: everything between the downstream request and the upstream response head.
+/// Phases 2 to 8: everything between the downstream request and the response head.
 async fn handle(
     snapshot: &Snapshot,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     conn: &ConnInfo,
     pending: &mut Pending,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<ProxyBody>, ProxyError> {
     if req.method() == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed);
     }
@@ -153,7 +164,104 @@ async fn handle(
     pending.route = Some(Arc::clone(&route.name));
     pending.cluster = Some(Arc::clone(&route.cluster));
     let deadline = tokio::time::Instant::from_std(pending.started) + route.timeout;
+    let policy = &route.policy;
 
+    // Only GETs are kept and served stale: the key is the method-free target.
+    let stale_key = match &policy.fallback {
+        Some(f) if f.stale.is_some() && req.method() == Method::GET => {
+            Some(fallback::stale_key(host.unwrap_or_default(), req.uri()))
+        }
+        _ => None,
+    };
+
+    let forwarded = async {
+        admission(route, &req, conn, deadline, &pending.inner.metrics).await?;
+        forward(
+            snapshot,
+            route,
+            req,
+            conn,
+            authority_only,
+            deadline,
+            pending,
+        )
+        .await
+    }
+    .await;
+
+    let Some(fallback) = &policy.fallback else {
+        return forwarded.map(|response| boxed(response, None, snapshot));
+    };
+    let failure = match &forwarded {
+        Ok(response) if response.status().is_server_error() => Some(FailureKind::Upstream5xx),
+        Ok(_) => None,
+        Err(e) => e.failure_kind(),
+    };
+    if let Some(kind) = failure.filter(|&k| fallback.covers(k))
+        && let Some((response, served_by)) =
+            fallback::respond(fallback, stale_key.as_deref(), &snapshot.store)
+    {
+        pending.served_by = Some(served_by);
+        pending.error_kind = match &forwarded {
+            Err(e) => Some(e.kind()),
+            Ok(_) => Some("upstream-5xx"),
+        };
+        pending.inner.metrics.resilience.fallback_served(
+            &route.name,
+            error::failure_kind_name(kind),
+            served_by,
+        );
+        return Ok(response);
+    }
+    if failure.is_some_and(|k| fallback.covers(k)) {
+        pending
+            .inner
+            .metrics
+            .resilience
+            .fallback_missed(&route.name);
+    }
+    forwarded.map(|response| boxed(response, stale_key, snapshot))
+}
+
+/// Phase 3 of DESIGN's request path: the route's rate limit, then fault injection.
+async fn admission(
+    route: &RouteEntry,
+    req: &Request<Incoming>,
+    conn: &ConnInfo,
+    deadline: tokio::time::Instant,
+    metrics: &Metrics,
+) -> Result<(), ProxyError> {
+    let policy = &route.policy;
+    if let Some(limit) = &policy.rate_limit
+        && let Err(retry_after) = limit.check(conn.peer.ip(), req.headers())
+    {
+        metrics.resilience.rate_limited(&route.name);
+        return Err(ProxyError::RateLimited { retry_after });
+    }
+    if let Some(config) = &policy.fault {
+        let injection = fault::decide(config, req.headers(), &mut rand::rng());
+        if let Some(delay) = injection.delay {
+            metrics.resilience.fault_injected(&route.name, "delay");
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + delay)).await;
+        }
+        if let Some(status) = injection.abort {
+            metrics.resilience.fault_injected(&route.name, "abort");
+            return Err(ProxyError::FaultAbort(status));
+        }
+    }
+    Ok(())
+}
+
+/// Phases 4 to 7: rewrite the request, send it with retries, set up upgrades.
+async fn forward(
+    snapshot: &Snapshot,
+    route: &RouteEntry,
+    mut req: Request<Incoming>,
+    conn: &ConnInfo,
+    authority_only: Option<HeaderValue>,
+    deadline: tokio::time::Instant,
+    pending: &mut Pending,
+) -> Result<Response<Incoming>, ProxyError> {
     if let Some(limit) = route.max_body_size {
         let declared = req
             .headers()
@@ -195,16 +303,26 @@ async fn handle(
     let stats = Arc::new(BodyStats::default());
     pending.body = Some(Arc::clone(&stats));
     let body = LimitedBody::new(body, Arc::clone(&stats), route.max_body_size).boxed();
-    let upstream_req = Request::from_parts(parts, body);
+    let body = match &route.policy.retry {
+        // An upgrade's body is the tunnel: it is never read ahead.
+        Some(retry) if !upgrade => ReplayBody::read(body, retry.config.max_buffered_body)
+            .await
+            .map_err(|replay::ReadError::Body(e)| match route.max_body_size {
+                Some(limit) if stats.too_large() => ProxyError::PayloadTooLarge { limit },
+                _ => ProxyError::RequestBody(e.to_string()),
+            })?,
+        _ => ReplayBody::Streaming(Some(body)),
+    };
+    let outgoing = forward::Outgoing { parts, body, hash };
 
     let mut response = forward::send(
         cluster,
-        hash,
-        upstream_req,
+        &route.policy,
+        outgoing,
         deadline,
         &stats,
         route.max_body_size,
-        |address| pending.endpoint = Some(address),
+        pending,
     )
     .await?;
 
@@ -219,6 +337,28 @@ async fn handle(
         headers::strip_hop_by_hop(response.headers_mut(), false);
     }
     Ok(response)
+}
+
+/// The upstream response as the gateway's body type; with a stale key, a 200 is copied into
+/// the response store as it streams.
+fn boxed(
+    response: Response<Incoming>,
+    stale_key: Option<String>,
+    snapshot: &Snapshot,
+) -> Response<ProxyBody> {
+    match stale_key {
+        Some(key) if response.status() == StatusCode::OK => {
+            let (parts, body) = response.into_parts();
+            let store = snapshot.store.clone();
+            let cap = usize::try_from(snapshot.config.cache.max_entry_size).unwrap_or(usize::MAX);
+            let head = (parts.status, parts.headers.clone());
+            let body = capture::CaptureBody::new(body, cap, move |bytes| {
+                fallback::keep(&store, key, head.0, head.1, bytes);
+            });
+            Response::from_parts(parts, body.map_err(Into::into).boxed())
+        }
+        _ => response.map(|body| body.map_err(Into::into).boxed()),
+    }
 }
 
 /// The host a request is for (with any port) and, when it came only from the URI, a `Host`

@@ -83,6 +83,24 @@ pub(crate) struct Pending {
     pub(crate) body: Option<Arc<BodyStats>>,
     /// Set once the record has been handed out, so dropping does not record again.
     pub(crate) recorded: bool,
+    /// Tries sent upstream so far.
+    pub(crate) attempts: u32,
+    /// How a fallback answered, if one did.
+    pub(crate) served_by: Option<&'static str>,
+    /// Limits the request holds until its response ends.
+    pub(crate) held: Held,
+}
+
+/// The slots a request holds until its response body ends: its place in the cluster's request
+/// limit, its connection, and its retry's place in the budget and the retry limit.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    pub(crate) request: Option<levee_resilience::bulkhead::Slot>,
+    pub(crate) connection: Option<crate::upstream::ConnectionSlot>,
+    pub(crate) retry: Option<(
+        levee_resilience::budget::RetryGuard,
+        levee_resilience::bulkhead::Slot,
+    )>,
 }
 
 // === impl RecordBody ===
@@ -171,6 +189,8 @@ impl Pending {
 
     fn emit(&mut self, outcome: Outcome) {
         self.recorded = true;
+        // The limits are free again once the response has ended.
+        self.held = Held::default();
         let record = self.to_record(outcome);
         self.inner.metrics.observe_request(&record);
         self.inner.access_log.log(&record);
@@ -196,6 +216,12 @@ impl Pending {
             bytes_out: outcome.bytes_out,
             request_id: self.request_id.to_str().unwrap_or_default().to_owned(),
             error_kind: self.error_kind.or(outcome.broke),
+            attempts: if self.endpoint.is_some() {
+                self.attempts
+            } else {
+                0
+            },
+            fallback: self.served_by,
         }
     }
 }

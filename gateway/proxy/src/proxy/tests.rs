@@ -115,6 +115,11 @@ fn route(name: &str, host: Option<&str>, cluster: &str) -> cfg::Route {
         cluster: cluster.into(),
         timeout: Duration::from_secs(15),
         max_body_size: None,
+        retry: None,
+        fallback: None,
+        rate_limit: None,
+        fault: None,
+        plugins: Vec::new(),
     }
 }
 
@@ -134,6 +139,12 @@ fn cluster(name: &str, endpoint: SocketAddr, protocol: cfg::UpstreamProtocol) ->
         max_idle_per_endpoint: 8,
         protocol,
         tls: None,
+        health_check: None,
+        outlier_detection: Default::default(),
+        circuit_breaker: None,
+        limits: Default::default(),
+        panic_threshold: 0.5,
+        panic_mode: levee_config::PanicMode::Spread,
     }
 }
 
@@ -159,6 +170,8 @@ fn config(routes: Vec<cfg::Route>, clusters: Vec<cfg::Cluster>) -> cfg::Config {
         },
         routes,
         clusters,
+        cache: Default::default(),
+        plugins: Vec::new(),
         shutdown: cfg::Shutdown {
             drain_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(1),

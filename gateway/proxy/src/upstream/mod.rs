@@ -13,6 +13,9 @@
 mod connector;
 mod dns;
 mod error;
+mod guard;
+mod health;
+mod probe;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -29,7 +32,9 @@ use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use levee_balance::{Algorithm, Endpoint, EndpointSet, Member, PickContext};
+use levee_balance::{
+    Algorithm, Endpoint, EndpointSet, Member, PanicMode, PickContext, PriorityPolicy,
+};
 use levee_config::{HashOn, LbPolicy, UpstreamProtocol, UpstreamTls};
 
 use crate::body::ProxyBody;
@@ -37,6 +42,8 @@ use crate::metrics::Metrics;
 
 use self::connector::{ConnectionCounts, Connector};
 pub use self::error::UpstreamError;
+pub(crate) use self::guard::Guards;
+pub use self::guard::{BreakerForce, ConnectionSlot, TryOutcome};
 pub(crate) use self::tls::TlsConfigError;
 
 /// A cluster at runtime: its endpoints (static and DNS-discovered), the load balancer over
@@ -48,6 +55,10 @@ pub struct Cluster {
     endpoints: Arc<Endpoints>,
     pools: Arc<Pools>,
     discovery: Option<dns::Discovery>,
+    guards: Guards,
+    /// Runs the active health checks and the outlier detector's clock while the cluster lives
+    /// (dropping it stops them).
+    _checker: Option<health::Checker>,
 }
 
 impl Cluster {
@@ -89,7 +100,19 @@ impl Cluster {
             }
             _ => Vec::new(),
         };
-        let endpoints = Arc::new(Endpoints::new(algorithm(config.lb), statics, discovered));
+        let policy = PriorityPolicy {
+            panic_threshold: config.panic_threshold,
+            panic_mode: match config.panic_mode {
+                levee_config::PanicMode::Spread => PanicMode::Spread,
+                levee_config::PanicMode::FailFast => PanicMode::FailFast,
+            },
+        };
+        let endpoints = Arc::new(Endpoints::new(
+            algorithm(config.lb),
+            policy,
+            statics,
+            discovered,
+        ));
 
         let settings = ConnectionSettings::read(config)?;
         let pools = match previous {
@@ -109,13 +132,39 @@ impl Cluster {
             discovery.start();
         }
 
+        let guards = Guards::build(name.clone(), config, previous.map(|p| &p.guards), metrics);
+        guards.health.sync(&endpoints.all_endpoints());
+
+        let checker = health::Checker::start(
+            name.clone(),
+            config.health_check.clone(),
+            guards.health.clone(),
+            Arc::downgrade(&endpoints),
+            pools.clone(),
+            metrics,
+        );
+
         Ok(Cluster {
             name,
             config: config.clone(),
             endpoints,
             pools,
             discovery,
+            guards,
+            _checker: checker,
         })
+    }
+
+    /// The breakers, limits and outlier detection of this cluster.
+    pub(crate) fn resilience(&self) -> &Guards {
+        &self.guards
+    }
+
+    /// Forces the cluster's breaker (admin API); `None` without a breaker.
+    pub fn force_breaker(&self, force: Option<BreakerForce>) -> Option<serde_json::Value> {
+        self.guards
+            .force_breaker(force)
+            .map(|status| guard::breaker_json(&status))
     }
 
     /// The cluster's name.
@@ -154,52 +203,9 @@ impl Cluster {
     pub async fn send(
         &self,
         endpoint: &Endpoint,
-        mut req: Request<ProxyBody>,
+        req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let upstream = self.pools.client_for(endpoint.address())?;
-        let http2 = self.pools.settings.protocol == UpstreamProtocol::Http2;
-
-        let (authority, from_host) = if http2 {
-            let host = req
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| Authority::try_from(h.as_bytes()).ok());
-            let from_host = host.is_some();
-            let authority = host
-                .or_else(|| req.uri().authority().cloned())
-                .unwrap_or_else(|| upstream.authority.clone());
-            (authority, from_host)
-        } else {
-            (upstream.authority.clone(), false)
-        };
-        // `PathAndQuery` is `Bytes` inside: cloning it copies nothing.
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.pools.scheme.clone());
-        parts.authority = Some(authority);
-        parts.path_and_query = Some(
-            req.uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        );
-        *req.uri_mut() =
-            Uri::from_parts(parts).map_err(|e| UpstreamError::Protocol(Box::new(e)))?;
-        if http2 {
-            if from_host {
-                // HTTP/2 carries the host as `:authority`; a `Host` header next to it is
-                // redundant and some servers reject the pair.
-                req.headers_mut().remove(http::header::HOST);
-            }
-            *req.version_mut() = Version::HTTP_2;
-        } else {
-            *req.version_mut() = Version::HTTP_11;
-        }
-
-        upstream
-            .client
-            .request(req)
-            .await
-            .map_err(UpstreamError::from_client)
+        self.pools.send(endpoint.address(), req).await
     }
 
     /// Resolves the DNS name of a discovered cluster that has found no endpoint yet (a first
@@ -211,6 +217,11 @@ impl Cluster {
                 let _ = tokio::time::timeout(limit, discovery.resolve_once(&self.endpoints)).await;
             }
         }
+    }
+
+    /// The state gauges of this cluster, for `/metrics`.
+    pub(crate) fn state(&self) -> crate::metrics::ClusterState {
+        status::cluster_state(self)
     }
 
     /// `/clusters` JSON for this cluster.
@@ -259,6 +270,7 @@ struct StaticEndpoint {
 #[derive(Debug)]
 pub(crate) struct Endpoints {
     algorithm: Algorithm,
+    policy: PriorityPolicy,
     statics: Vec<StaticEndpoint>,
     // Sorted by address, without addresses that are also static.
     discovered: Mutex<Vec<Arc<Endpoint>>>,
@@ -273,6 +285,7 @@ const DISCOVERED_PRIORITY: u32 = 0;
 impl Endpoints {
     fn new(
         algorithm: Algorithm,
+        policy: PriorityPolicy,
         statics: Vec<StaticEndpoint>,
         discovered: Vec<Arc<Endpoint>>,
     ) -> Self {
@@ -281,9 +294,10 @@ impl Endpoints {
             .into_iter()
             .filter(|e| !statics.iter().any(|s| s.endpoint.address() == e.address()))
             .collect();
-        let set = Self::build_set(algorithm, &statics, &discovered);
+        let set = Self::build_set(algorithm, policy, &statics, &discovered);
         Self {
             algorithm,
+            policy,
             statics,
             discovered: Mutex::new(discovered),
             set: ArcSwap::from_pointee(set),
@@ -292,6 +306,7 @@ impl Endpoints {
 
     fn build_set(
         algorithm: Algorithm,
+        policy: PriorityPolicy,
         statics: &[StaticEndpoint],
         discovered: &[Arc<Endpoint>],
     ) -> EndpointSet {
@@ -308,7 +323,7 @@ impl Endpoints {
                 priority: DISCOVERED_PRIORITY,
             }))
             .collect();
-        EndpointSet::new(members, algorithm)
+        EndpointSet::with_policy(members, algorithm, policy)
     }
 
     fn discovered(&self) -> Vec<Arc<Endpoint>> {
@@ -316,6 +331,11 @@ impl Endpoints {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Every endpoint, static ones first.
+    pub(crate) fn all_endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.all().into_iter().map(|(_, e)| e).collect()
     }
 
     /// Every endpoint with its source, weight and priority, static ones first.
@@ -362,6 +382,7 @@ impl Endpoints {
         // Swapped while the lock is held so two refreshes cannot interleave their sets.
         self.set.store(Arc::new(Self::build_set(
             self.algorithm,
+            self.policy,
             &self.statics,
             &next,
         )));
@@ -492,6 +513,58 @@ impl Pools {
         });
         clients.insert(address, client.clone());
         Ok(client)
+    }
+
+    /// Sends `req` to `address` over its pooled client; see [`Cluster::send`].
+    async fn send(
+        &self,
+        address: SocketAddr,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let upstream = self.client_for(address)?;
+        let http2 = self.settings.protocol == UpstreamProtocol::Http2;
+
+        let (authority, from_host) = if http2 {
+            let host = req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok());
+            let from_host = host.is_some();
+            let authority = host
+                .or_else(|| req.uri().authority().cloned())
+                .unwrap_or_else(|| upstream.authority.clone());
+            (authority, from_host)
+        } else {
+            (upstream.authority.clone(), false)
+        };
+        // `PathAndQuery` is `Bytes` inside: cloning it copies nothing.
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(authority);
+        parts.path_and_query = Some(
+            req.uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        *req.uri_mut() =
+            Uri::from_parts(parts).map_err(|e| UpstreamError::Protocol(Box::new(e)))?;
+        if http2 {
+            if from_host {
+                // HTTP/2 carries the host as `:authority`; a `Host` header next to it is
+                // redundant and some servers reject the pair.
+                req.headers_mut().remove(http::header::HOST);
+            }
+            *req.version_mut() = Version::HTTP_2;
+        } else {
+            *req.version_mut() = Version::HTTP_11;
+        }
+
+        upstream
+            .client
+            .request(req)
+            .await
+            .map_err(UpstreamError::from_client)
     }
 
     fn open_connections(&self, address: SocketAddr) -> u64 {

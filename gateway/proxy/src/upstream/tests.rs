@@ -173,6 +173,12 @@ fn cluster_config(name: &str, endpoints: &[SocketAddr]) -> levee_config::Cluster
         max_idle_per_endpoint: 64,
         protocol: UpstreamProtocol::Http1,
         tls: None,
+        health_check: None,
+        outlier_detection: Default::default(),
+        circuit_breaker: None,
+        limits: Default::default(),
+        panic_threshold: 0.5,
+        panic_mode: levee_config::PanicMode::Spread,
     }
 }
 

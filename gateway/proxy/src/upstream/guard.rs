@@ -1,0 +1,480 @@
+//! The resilience guards of one cluster on the request path: its circuit breakers, its limits
+//! (bulkheads), and the outlier detector that every outcome feeds.
+//!
+//! This is the only place the request path talks to `levee-resilience`. Every state change a
+//! guard makes is logged as a structured event and counted here, so an operator sees one line
+//! and one counter per transition whichever request caused it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use levee_balance::{Endpoint, PickContext};
+use levee_config::{BreakerWindow, CircuitBreaker, ClusterLimits, UpstreamProtocol};
+use levee_resilience::breaker::{
+    Breaker, BreakerParams, BreakerState, BreakerStatus, Forced, Permit, Transition, Window,
+};
+use levee_resilience::bulkhead::{Bulkhead, BulkheadParams, Slot};
+use levee_resilience::health::{ClusterHealth, EndpointHealth};
+use levee_resilience::outlier::Outcome;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::Cluster;
+use crate::metrics::Metrics;
+
+/// What one try ended with, as outlier detection and the breakers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryOutcome {
+    /// A response head with this status.
+    Status(u16),
+    /// The connection could not be made.
+    ConnectFailure,
+    /// The connection broke before a response head.
+    Reset,
+    /// No response head within the try's deadline.
+    Timeout,
+}
+
+/// An operator's force on a breaker, from the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerForce {
+    Open,
+    Closed,
+}
+
+/// Why a try could not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// A breaker is open; a probe may pass after this long, if known.
+    CircuitOpen(Option<Duration>),
+    /// A limit is full: `max_requests`, `max_pending` or `max_connections`.
+    Overloaded(&'static str),
+    /// No endpoint is usable.
+    NoEndpoint,
+    /// The try's deadline passed while it waited for a connection.
+    TimedOut,
+}
+
+/// Leave to start a try, held until its outcome is known.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    breaker: Option<Permit>,
+    request: Option<Slot>,
+}
+
+/// The endpoint a try goes to, with its health and its own breaker's permit.
+#[derive(Debug)]
+pub(crate) struct Picked {
+    pub(crate) endpoint: Arc<Endpoint>,
+    health: Option<Arc<EndpointHealth>>,
+    breaker: Option<(Arc<Breaker>, Permit)>,
+}
+
+/// A place among the cluster's connections (HTTP/1.1: one per request in flight), held until
+/// the response body ends.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The guards of one cluster; carried over reloads with the cluster's name.
+#[derive(Debug)]
+pub(crate) struct Guards {
+    name: Arc<str>,
+    metrics: Arc<Metrics>,
+    breaker: Option<Arc<Breaker>>,
+    endpoint_breakers: Option<EndpointBreakers>,
+    bulkhead: Arc<Bulkhead>,
+    /// HTTP/1.1 only: a request needs a connection of its own, so in-flight requests are
+    /// connections. HTTP/2 multiplexes and is bounded by `max_requests` alone.
+    connections: Option<Arc<Semaphore>>,
+    limits: ClusterLimits,
+    pub(crate) health: Arc<ClusterHealth>,
+}
+
+/// One breaker per endpoint, made on first use.
+#[derive(Debug)]
+struct EndpointBreakers {
+    params: BreakerParams,
+    by_address: Mutex<HashMap<SocketAddr, Arc<Breaker>>>,
+}
+
+// === impl Guards ===
+
+impl Guards {
+    /// The guards for `config`, keeping the breakers' windows and state, the limits' counts
+    /// and the endpoints' health from `previous` (the same-named cluster of the last snapshot).
+    pub(crate) fn build(
+        name: Arc<str>,
+        config: &levee_config::Cluster,
+        previous: Option<&Guards>,
+        metrics: &Arc<Metrics>,
+    ) -> Guards {
+        let breaker_params = config.circuit_breaker.as_ref().map(breaker_params);
+        let breaker = breaker_params.map(|params| {
+            Arc::new(match previous.and_then(|p| p.breaker.as_deref()) {
+                Some(old) => Breaker::carry_over(params, old),
+                None => Breaker::new(params),
+            })
+        });
+        let endpoint_breakers = config
+            .circuit_breaker
+            .as_ref()
+            .filter(|b| b.per_endpoint)
+            .zip(breaker_params)
+            .map(|(_, params)| {
+                let carried = previous
+                    .and_then(|p| p.endpoint_breakers.as_ref())
+                    .map(|old| {
+                        old.lock()
+                            .iter()
+                            .map(|(a, b)| (*a, Arc::new(Breaker::carry_over(params, b))))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                EndpointBreakers {
+                    params,
+                    by_address: Mutex::new(carried),
+                }
+            });
+
+        let limits = config.limits.clone();
+        let bulkhead_params = BulkheadParams {
+            max_connections: limits.max_connections,
+            max_pending: limits.max_pending,
+            max_requests: limits.max_requests,
+            max_retries: limits.max_retries,
+        };
+        let bulkhead = match previous {
+            Some(p) => {
+                p.bulkhead.set_params(bulkhead_params);
+                p.bulkhead.clone()
+            }
+            None => Arc::new(Bulkhead::new(bulkhead_params)),
+        };
+        let connections = (config.protocol == UpstreamProtocol::Http1).then(|| {
+            match previous.and_then(|p| p.connections.clone()) {
+                Some(old) if p_limit(previous) == limits.max_connections => old,
+                _ => Arc::new(Semaphore::new(limits.max_connections as usize)),
+            }
+        });
+        let health = super::health::cluster_health(&name, config, previous.map(|p| &p.health));
+
+        Guards {
+            name,
+            metrics: metrics.clone(),
+            breaker,
+            endpoint_breakers,
+            bulkhead,
+            connections,
+            limits,
+            health,
+        }
+    }
+
+    /// Leave to start a try: the cluster breaker and the request limit.
+    pub(crate) fn admit(&self) -> Result<Admission, Refusal> {
+        let breaker = match &self.breaker {
+            Some(breaker) => match breaker.try_acquire() {
+                Ok(permit) => {
+                    self.transitioned(None, permit.transition());
+                    Some(permit)
+                }
+                Err(rejected) => {
+                    self.transitioned(None, rejected.transition);
+                    self.metrics.resilience.breaker_rejected(&self.name);
+                    return Err(Refusal::CircuitOpen(
+                        Some(rejected.retry_after).filter(|d| !d.is_zero()),
+                    ));
+                }
+            },
+            None => None,
+        };
+        let Some(request) = self.bulkhead.try_request() else {
+            self.metrics
+                .resilience
+                .limit_overflow(&self.name, "max_requests");
+            return Err(Refusal::Overloaded("max_requests"));
+        };
+        Ok(Admission {
+            breaker,
+            request: Some(request),
+        })
+    }
+
+    /// Picks an endpoint of `cluster`: one not in `tried` if there is one, else any. Claims
+    /// its probation probe, and skips endpoints whose own breaker is open.
+    pub(crate) fn pick(
+        &self,
+        cluster: &Cluster,
+        hash: Option<u64>,
+        tried: &[SocketAddr],
+    ) -> Result<Picked, Refusal> {
+        let mut exclude: Vec<SocketAddr> = tried.to_vec();
+        let mut open_after: Option<Duration> = None;
+        loop {
+            let endpoint = cluster
+                .pick(&PickContext {
+                    hash,
+                    exclude: &exclude,
+                })
+                .or_else(|| {
+                    // Every usable endpoint was tried: going back to one beats giving up.
+                    (!tried.is_empty() && exclude.len() == tried.len())
+                        .then(|| cluster.pick(&PickContext { hash, exclude: &[] }))
+                        .flatten()
+                });
+            let Some(endpoint) = endpoint else {
+                return Err(match open_after {
+                    Some(after) => Refusal::CircuitOpen(Some(after).filter(|d| !d.is_zero())),
+                    None => Refusal::NoEndpoint,
+                });
+            };
+            let breaker = match self.endpoint_breaker(endpoint.address()) {
+                Some(breaker) => match breaker.try_acquire() {
+                    Ok(permit) => {
+                        self.transitioned(Some(endpoint.address()), permit.transition());
+                        Some((breaker, permit))
+                    }
+                    Err(rejected) => {
+                        self.transitioned(Some(endpoint.address()), rejected.transition);
+                        open_after = Some(rejected.retry_after);
+                        exclude.push(endpoint.address());
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let health = self.health.health_of(endpoint.address());
+            if let Some(health) = &health {
+                self.health.on_pick(health);
+            }
+            return Ok(Picked {
+                endpoint,
+                health,
+                breaker,
+            });
+        }
+    }
+
+    /// A connection for an HTTP/1.1 try: at once if one is free, else waiting (as one of at
+    /// most `max_pending`) until `deadline`.
+    pub(crate) async fn connection_slot(
+        &self,
+        deadline: Instant,
+    ) -> Result<Option<ConnectionSlot>, Refusal> {
+        let Some(connections) = &self.connections else {
+            return Ok(None);
+        };
+        if let Ok(permit) = connections.clone().try_acquire_owned() {
+            return Ok(Some(ConnectionSlot { _permit: permit }));
+        }
+        let Some(_pending) = self.bulkhead.try_pending() else {
+            self.metrics
+                .resilience
+                .limit_overflow(&self.name, "max_pending");
+            return Err(Refusal::Overloaded("max_pending"));
+        };
+        match tokio::time::timeout_at(deadline, connections.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Some(ConnectionSlot { _permit: permit })),
+            // The semaphore is never closed; treat it like a full limit if it were.
+            Ok(Err(_closed)) => Err(Refusal::Overloaded("max_connections")),
+            Err(_elapsed) => Err(Refusal::TimedOut),
+        }
+    }
+
+    /// A place for one more concurrent retry, under `max_retries`.
+    pub(crate) fn retry_slot(&self) -> Option<Slot> {
+        self.bulkhead.try_retry()
+    }
+
+    /// Feeds a try's outcome to the breakers and outlier detection. Returns the request's
+    /// place in the request limit, which the caller holds until the response ends.
+    pub(crate) fn observe(
+        &self,
+        picked: Picked,
+        admission: Admission,
+        outcome: TryOutcome,
+        latency: Duration,
+    ) -> Option<Slot> {
+        let success = matches!(outcome, TryOutcome::Status(s) if s < 500);
+        if let Some(permit) = admission.breaker {
+            self.transitioned(None, permit.record(success, latency));
+        }
+        if let Some((_, permit)) = picked.breaker {
+            let address = picked.endpoint.address();
+            self.transitioned(Some(address), permit.record(success, latency));
+        }
+        if let Some(health) = &picked.health {
+            let outcome = match outcome {
+                TryOutcome::Status(status) if status < 500 => Outcome::Success,
+                TryOutcome::Status(status) => Outcome::Status(status),
+                TryOutcome::ConnectFailure | TryOutcome::Reset | TryOutcome::Timeout => {
+                    Outcome::GatewayFailure
+                }
+            };
+            if let Some(event) = self.health.record(health, outcome) {
+                super::health::log_event(&self.name, Some(&self.metrics), &event);
+            }
+        }
+        admission.request
+    }
+
+    /// Forces the cluster breaker (and every endpoint breaker) open or closed, or back to
+    /// normal. `None` when the cluster has no breaker.
+    pub(crate) fn force_breaker(&self, force: Option<BreakerForce>) -> Option<BreakerStatus> {
+        let breaker = self.breaker.as_ref()?;
+        let forced = force.map(|f| match f {
+            BreakerForce::Open => Forced::Open,
+            BreakerForce::Closed => Forced::Closed,
+        });
+        self.transitioned(None, breaker.force(forced));
+        tracing::info!(cluster = %self.name, force = ?force, "circuit breaker force set by admin");
+        Some(breaker.status())
+    }
+
+    /// The cluster breaker's status, for `/clusters`.
+    pub(crate) fn breaker_status(&self) -> Option<BreakerStatus> {
+        self.breaker.as_ref().map(|b| b.status())
+    }
+
+    /// The endpoint breaker's status, for `/clusters`.
+    pub(crate) fn endpoint_breaker_status(&self, address: SocketAddr) -> Option<BreakerStatus> {
+        let breakers = self.endpoint_breakers.as_ref()?;
+        breakers.lock().get(&address).map(|b| b.status())
+    }
+
+    /// The limits, their use now and their overflows, for `/clusters`: `{ "connections",
+    /// "pending", "requests", "retries" }`, each `{ "max", "in_use", "overflows" }`.
+    pub(crate) fn limits_status(&self) -> serde_json::Value {
+        let counts = self.bulkhead.counts();
+        let resource = |r: levee_resilience::bulkhead::ResourceStatus| serde_json::json!({ "max": r.max, "in_use": r.in_use, "overflows": r.overflows });
+        let connections = match &self.connections {
+            Some(semaphore) => {
+                let max = self.limits.max_connections;
+                let free = u32::try_from(semaphore.available_permits()).unwrap_or(max);
+                serde_json::json!({
+                    "max": max,
+                    "in_use": max.saturating_sub(free),
+                    "overflows": counts.pending.overflows,
+                })
+            }
+            None => resource(counts.connections),
+        };
+        serde_json::json!({
+            "connections": connections,
+            "pending": resource(counts.pending),
+            "requests": resource(counts.requests),
+            "retries": resource(counts.retries),
+        })
+    }
+
+    fn endpoint_breaker(&self, address: SocketAddr) -> Option<Arc<Breaker>> {
+        let breakers = self.endpoint_breakers.as_ref()?;
+        let mut map = breakers.lock();
+        Some(
+            map.entry(address)
+                .or_insert_with(|| Arc::new(Breaker::new(breakers.params)))
+                .clone(),
+        )
+    }
+
+    /// Logs and counts a breaker transition, if there was one.
+    fn transitioned(&self, endpoint: Option<SocketAddr>, transition: Option<Transition>) {
+        let Some(t) = transition else { return };
+        let endpoint = endpoint.map(|a| a.to_string());
+        tracing::warn!(
+            cluster = %self.name,
+            endpoint = endpoint.as_deref().unwrap_or("none"),
+            from = state_name(t.from),
+            to = state_name(t.to),
+            "circuit breaker state changed"
+        );
+        self.metrics.resilience.breaker_transition(
+            &self.name,
+            endpoint.as_deref(),
+            state_name(t.to),
+        );
+    }
+}
+
+impl EndpointBreakers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<Breaker>>> {
+        self.by_address
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+// === impl Refusal ===
+
+impl Refusal {
+    /// The request failure this refusal becomes.
+    pub(crate) fn into_error(self, cluster: &Arc<str>) -> crate::proxy::error::ProxyError {
+        use crate::proxy::error::ProxyError;
+        match self {
+            Refusal::CircuitOpen(retry_after) => ProxyError::CircuitOpen {
+                cluster: cluster.clone(),
+                retry_after,
+            },
+            Refusal::Overloaded(limit) => ProxyError::Overloaded {
+                cluster: cluster.clone(),
+                limit,
+            },
+            Refusal::NoEndpoint => ProxyError::NoHealthyEndpoint(cluster.to_string()),
+            Refusal::TimedOut => ProxyError::UpstreamTimeout,
+        }
+    }
+}
+
+/// The name of a breaker state in logs, metrics and `/clusters`.
+pub(crate) fn state_name(state: BreakerState) -> &'static str {
+    match state {
+        BreakerState::Closed => "closed",
+        BreakerState::Open => "open",
+        BreakerState::HalfOpen => "half-open",
+    }
+}
+
+fn p_limit(previous: Option<&Guards>) -> u32 {
+    previous.map_or(0, |p| p.limits.max_connections)
+}
+
+/// The breaker parameters of a `circuit_breaker` section.
+fn breaker_params(config: &CircuitBreaker) -> BreakerParams {
+    BreakerParams {
+        failure_rate: config.failure_rate,
+        slow_call_rate: config.slow_call_rate,
+        slow_call_duration: config.slow_call_duration,
+        window: match config.window {
+            BreakerWindow::Count(n) => Window::Count(n),
+            BreakerWindow::Time(d) => Window::Time(d),
+        },
+        minimum_calls: config.minimum_calls,
+        open_duration: config.open_duration,
+        max_open_duration: config.max_open_duration,
+        half_open_probes: config.half_open_probes,
+    }
+}
+
+/// A breaker's status as `/clusters` JSON: `{ "state", "forced", "failure_rate",
+/// "slow_call_rate", "calls", "consecutive_openings", "total_openings", "half_open_in_ms",
+/// "probes_in_flight" }`.
+pub(crate) fn breaker_json(status: &BreakerStatus) -> serde_json::Value {
+    serde_json::json!({
+        "state": state_name(status.state),
+        "forced": status.forced.map(|f| match f {
+            Forced::Open => "open",
+            Forced::Closed => "closed",
+        }),
+        "failure_rate": status.failure_rate,
+        "slow_call_rate": status.slow_call_rate,
+        "calls": status.calls,
+        "consecutive_openings": status.consecutive_openings,
+        "total_openings": status.total_openings,
+        "half_open_in_ms": status.half_open_in.map(|d| d.as_millis() as u64),
+        "probes_in_flight": status.probes_in_flight,
+    })
+}
