@@ -9,6 +9,7 @@ pub mod certs;
 pub mod chaos;
 pub mod client;
 pub mod harness;
+pub mod plugins;
 pub mod process;
 pub mod server;
 pub mod tcp;

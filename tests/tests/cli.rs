@@ -104,6 +104,18 @@ async fn demo_serves_its_upstreams_and_shows_failures() {
             .clone();
         assert_eq!(broken["breaker"]["state"], "open", "{broken}");
 
+        // The same down service behind the demo's Wasm fallback plugin: its own page.
+        let reply = client::get(&http, &url(public, "/down/")).await.unwrap();
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        assert_eq!(reply.header("x-served-by"), Some("static-fallback-plugin"));
+        assert!(reply.text().contains("Wasm plugin"), "{}", reply.text());
+        let plugins = admin_get(admin, "/plugins").await.unwrap().json();
+        assert_eq!(plugins["plugins"][0]["name"], "maintenance", "{plugins}");
+        assert!(
+            plugins["plugins"][0]["calls"].as_u64().unwrap() >= 1,
+            "{plugins}"
+        );
+
         // The mixed cluster answers whatever phase the flaky upstream is in: retries go to the
         // healthy one.
         for _ in 0..6 {

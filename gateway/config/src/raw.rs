@@ -740,7 +740,7 @@ pub(crate) enum RawPluginIsolation {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "PluginLimits")]
 pub(crate) struct RawPluginLimits {
-    /// Linear memory cap, 1MiB to 4GiB. Default `32MiB`.
+    /// Linear memory cap, 1MiB to 256MiB. Default `32MiB`.
     pub(crate) memory: Option<Size>,
     /// Time allowed per call, 1ms to 10s. Default `5ms`.
     pub(crate) deadline: Option<Dur>,

@@ -1972,7 +1972,7 @@ fn plugins_need_a_file_unique_names_and_sane_limits() {
         &e,
         "plugins[1].limits.memory",
         "memory",
-        "must be between 1MiB and 4GiB, found 524288 bytes",
+        "must be between 1MiB and 256MiB, found 524288 bytes",
     );
     assert_error(
         &text,

@@ -123,7 +123,7 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Prox
     match request.uri().path() {
         "/healthz" if is_get => text_response(StatusCode::OK, TEXT, "ok"),
         "/readyz" if is_get => match state.readiness.check() {
-            Ok(()) => text_response(StatusCode::OK, TEXT, "ready"),
+            Ok(()) => text_response(StatusCode::OK, TEXT, ready_detail(state)),
             Err(reason) => text_response(StatusCode::SERVICE_UNAVAILABLE, TEXT, reason),
         },
         "/metrics" if is_get => text_response(
@@ -135,9 +135,12 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Prox
         "/clusters" if is_get => {
             json_response(StatusCode::OK, &state.snapshot.load().clusters_status())
         }
+        "/plugins" if is_get => {
+            json_response(StatusCode::OK, &state.snapshot.load().plugins_status())
+        }
         "/" if is_get => status_page(state),
         "/config/reload" if method == Method::POST => reload(state).await,
-        "/healthz" | "/readyz" | "/metrics" | "/config" | "/clusters" | "/" => {
+        "/healthz" | "/readyz" | "/metrics" | "/config" | "/clusters" | "/plugins" | "/" => {
             method_not_allowed("GET, HEAD")
         }
         "/config/reload" => method_not_allowed("POST"),
@@ -203,6 +206,24 @@ async fn reload(state: &AdminState) -> Response<ProxyBody> {
             json_response(status, &json!({ "ok": false, "error": error }))
         }
     }
+}
+
+/// `ready`, then one line per plugin whose breaker is not closed: a faulting plugin is
+/// contained by its policy, so it does not make the gateway unready, but it is worth seeing.
+fn ready_detail(state: &AdminState) -> String {
+    let mut text = String::from("ready");
+    for plugin in state.snapshot.load().plugins.status() {
+        if plugin.breaker != levee_plugin_host::BreakerState::Closed {
+            let _ = write!(
+                text,
+                "\nplugin {}: breaker {:?} ({} faults)",
+                plugin.name,
+                plugin.breaker,
+                plugin.total_faults()
+            );
+        }
+    }
+    text
 }
 
 /// `POST /clusters/{name}/breaker?state=open|closed|auto`: forces a cluster's circuit breaker
@@ -540,9 +561,7 @@ mod tests {
             1,
             "abc123".into(),
             None,
-            &BuildContext {
-                metrics: metrics.clone(),
-            },
+            &BuildContext::new(metrics.clone()),
         )
         .expect("snapshot");
         let (reload, requests) = channel();

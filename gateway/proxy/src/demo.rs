@@ -26,6 +26,9 @@ use crate::gateway::{Gateway, GatewayOptions, ShutdownSignals};
 /// The demo's config. `{catalog_a}` and friends are replaced by the demo upstreams' addresses.
 const DEMO_CONFIG: &str = include_str!("demo.yaml");
 
+/// The `static-fallback` example plugin, built from `plugins/` by `build.rs`.
+const MAINTENANCE_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/static_fallback.wasm"));
+
 /// Runs the demo until Ctrl-C.
 pub async fn run(port: u16, admin_port: u16) -> anyhow::Result<()> {
     let signals = ShutdownSignals::install()?;
@@ -42,6 +45,9 @@ pub async fn run(port: u16, admin_port: u16) -> anyhow::Result<()> {
         .replace("{catalog_b}", &catalog_b.to_string())
         .replace("{flaky}", &flaky.to_string())
         .replace("{broken}", &broken.to_string());
+    let plugin_path = dir.path.join("maintenance.wasm");
+    std::fs::write(&plugin_path, MAINTENANCE_PLUGIN)
+        .with_context(|| format!("writing {}", plugin_path.display()))?;
     let config_path = dir.path.join("levee.yaml");
     std::fs::write(&config_path, config)
         .with_context(|| format!("writing {}", config_path.display()))?;
@@ -63,6 +69,7 @@ pub async fn run(port: u16, admin_port: u16) -> anyhow::Result<()> {
          \x20 curl -i http://{public}/flaky/            # fails every request during 15 s bad phases\n\
          \x20 curl -i http://{public}/mixed/            # retries hide the flaky one; it is ejected, then back\n\
          \x20 curl -i http://{public}/broken/           # the circuit opens; a maintenance page\n\
+         \x20 curl -i http://{public}/down/             # the same, answered by a Wasm fallback plugin\n\
          \x20 curl -i http://{public}/nowhere           # no route: a JSON 404 with x-levee-error\n\
          \n\
          \x20 status page  http://{admin}/\n\

@@ -21,10 +21,12 @@ use crate::access_log::AccessLog;
 use crate::admin::{self, AdminState};
 use crate::listener::ListenerSet;
 use crate::metrics::{Metrics, ReloadResult};
+use crate::plugins::PluginHost;
 use crate::proxy::Proxy;
 use crate::readiness::Readiness;
 use crate::reload::{self, FileWatcher, ReloadCause, ReloadHandle, ReloadRequest};
 use crate::snapshot::{BuildContext, Snapshot};
+use levee_resilience::store::ResponseStore;
 
 /// How long file events are collected before one reload is asked for. Editors write a file in
 /// several steps (truncate, write, rename); 200ms joins them while keeping reloads well under
@@ -69,6 +71,8 @@ struct Shared {
     listeners: ListenerSet,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    plugins: Arc<PluginHost>,
+    store: Arc<ResponseStore>,
 }
 
 impl Gateway {
@@ -88,13 +92,31 @@ impl Gateway {
 
         let metrics = Metrics::new();
         let readiness = Arc::new(Readiness::default());
+        let store = Arc::new(ResponseStore::new(
+            config.cache.max_size,
+            config.cache.max_entry_size,
+        ));
+        let plugins = PluginHost::new(store.clone(), metrics.clone());
         let ctx = BuildContext {
             metrics: metrics.clone(),
+            store: store.clone(),
+            plugins: plugins
+                .load(&config, None)
+                .await
+                .map_err(anyhow::Error::msg)?,
         };
         let first = Snapshot::build(config.clone(), 1, hash, None, &ctx)
             .context("building the first snapshot")?;
         first.prepare().await;
         let snapshot = Arc::new(ArcSwap::from_pointee(first));
+        plugins.attach(&snapshot);
+        let statuses = Arc::downgrade(&snapshot);
+        metrics
+            .plugins
+            .set_source(Box::new(move || match statuses.upgrade() {
+                Some(snapshot) => snapshot.load().plugins.status(),
+                None => Vec::new(),
+            }));
         let states = Arc::downgrade(&snapshot);
         metrics
             .resilience
@@ -134,6 +156,8 @@ impl Gateway {
             listeners,
             metrics: metrics.clone(),
             readiness: readiness.clone(),
+            plugins,
+            store,
         });
         reload.record(ReloadCause::Startup, &Ok(1));
 
@@ -324,6 +348,8 @@ async fn reload_once(shared: &Shared) -> Result<u64, String> {
     let version = current.version + 1;
     let ctx = BuildContext {
         metrics: shared.metrics.clone(),
+        store: shared.store.clone(),
+        plugins: shared.plugins.load(&config, Some(&current.plugins)).await?,
     };
     let next = Snapshot::build(config.clone(), version, hash, Some(&current), &ctx)
         .map_err(|error| error.to_string())?;
@@ -369,6 +395,8 @@ fn watched_files(config_path: &Path, config: &Config) -> Vec<PathBuf> {
             files.push(ca);
         }
     }
+    // A replaced `.wasm` hot-swaps its plugin.
+    files.extend(config.plugins.iter().map(|p| p.path.clone()));
     files.sort();
     files.dedup();
     files

@@ -26,8 +26,10 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::access_log::RequestRecord;
 
+mod plugins;
 mod resilience;
 
+pub use self::plugins::{PluginMetrics, PluginSource};
 pub use self::resilience::{ClusterState, EndpointState, ResilienceMetrics, StateSource};
 
 /// The content type of [`Metrics::encode`]'s output.
@@ -220,6 +222,8 @@ pub struct Metrics {
     last_reload_timestamp: Gauge<f64, AtomicU64>,
     /// Retries, limits, breakers, ejections, fallbacks, and the state gauges.
     pub resilience: ResilienceMetrics,
+    /// Plugin counters and status.
+    pub plugins: PluginMetrics,
     /// Resolved request series, so `observe_request` skips the families' label hashing.
     series: RwLock<HashMap<SeriesKey, Arc<RequestSeries>, BuildHasherDefault<PtrHasher>>>,
 }
@@ -304,6 +308,8 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("levee");
         let resilience = ResilienceMetrics::default();
         resilience.register(&mut registry);
+        let plugins = PluginMetrics::default();
+        plugins.register(&mut registry);
 
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -416,6 +422,7 @@ impl Default for Metrics {
             last_reload_success,
             last_reload_timestamp,
             resilience,
+            plugins,
             series: RwLock::default(),
         }
     }
@@ -580,6 +587,11 @@ impl Metrics {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         self.last_reload_timestamp.set(now);
+    }
+
+    /// Adds to a plugin's own counter (`counter-add`).
+    pub fn plugin_counter_add(&self, plugin: &str, name: &str, delta: i64) {
+        self.plugins.counter_add(plugin, name, delta);
     }
 
     /// Renders the OpenMetrics text exposition; serve it with [`CONTENT_TYPE`].

@@ -22,6 +22,8 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method};
 use levee_config::{HostMatch, PathMatch, Route};
 
+use levee_plugin_host::BoundPlugin;
+
 use crate::proxy::policy::RoutePolicy;
 
 /// What the request path needs to know about the route a request took.
@@ -68,19 +70,25 @@ struct Compiled {
 impl Router {
     /// Builds the table for `routes` (file order). Infallible: the config is already validated.
     pub fn new(routes: &[Route]) -> Router {
-        Router::build(routes, None)
+        Router::build(routes, None, &mut HashMap::new())
     }
 
     /// Builds the table for `routes`, carrying each route policy's state (retry budget, rate
-    /// limiter buckets) over from the same-named route of `previous`.
-    pub fn build(routes: &[Route], previous: Option<&Router>) -> Router {
+    /// limiter buckets) over from the same-named route of `previous`, and giving each route
+    /// its bound plugins from `plugins` (by route name).
+    pub fn build(
+        routes: &[Route],
+        previous: Option<&Router>,
+        plugins: &mut HashMap<String, Vec<Arc<BoundPlugin>>>,
+    ) -> Router {
         let compiled: Vec<Compiled> = routes
             .iter()
             .map(|route| {
                 let before = previous
                     .and_then(|p| p.routes.iter().find(|c| *c.entry.name == *route.name))
                     .map(|c| &*c.entry.policy);
-                Compiled::new(route, before)
+                let bound = plugins.remove(&route.name).unwrap_or_default();
+                Compiled::new(route, before, bound)
             })
             .collect();
 
@@ -145,6 +153,14 @@ impl Router {
         matches(&self.any_host)
     }
 
+    /// The policy of the route called `name`.
+    pub(crate) fn policy(&self, name: &str) -> Option<&Arc<RoutePolicy>> {
+        self.routes
+            .iter()
+            .find(|c| &*c.entry.name == name)
+            .map(|c| &c.entry.policy)
+    }
+
     /// Whether the table has no routes.
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
@@ -154,7 +170,11 @@ impl Router {
 // === impl Compiled ===
 
 impl Compiled {
-    fn new(route: &Route, previous: Option<&RoutePolicy>) -> Compiled {
+    fn new(
+        route: &Route,
+        previous: Option<&RoutePolicy>,
+        plugins: Vec<Arc<BoundPlugin>>,
+    ) -> Compiled {
         let mut broken = false;
         let methods = route
             .matcher
@@ -186,7 +206,7 @@ impl Compiled {
                 cluster: route.cluster.as_str().into(),
                 timeout: route.timeout,
                 max_body_size: route.max_body_size,
-                policy: Arc::new(RoutePolicy::build(route, previous)),
+                policy: Arc::new(RoutePolicy::build(route, previous, plugins)),
             },
             path: route.matcher.path.clone(),
             methods,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use levee_config::Config;
+use levee_plugin_host::PluginSet;
 use levee_resilience::store::ResponseStore;
 
 use crate::metrics::Metrics;
@@ -35,6 +36,8 @@ pub struct Snapshot {
     pub clusters: HashMap<Arc<str>, Arc<Cluster>>,
     /// Last good responses (serve-stale) and plugin cache entries; shared by every snapshot.
     pub store: Arc<ResponseStore>,
+    /// The config's plugins, compiled.
+    pub plugins: PluginSet,
 }
 
 /// What building a snapshot needs besides the config.
@@ -42,6 +45,23 @@ pub struct Snapshot {
 pub struct BuildContext {
     /// Metrics, for upstream connection figures.
     pub metrics: Arc<Metrics>,
+    /// The process's response store; a build applies the config's `cache` limits to it.
+    pub store: Arc<ResponseStore>,
+    /// The config's plugins, loaded (off the request path) by
+    /// [`PluginHost::load`](crate::plugins::PluginHost::load).
+    pub plugins: PluginSet,
+}
+
+impl BuildContext {
+    /// A context with a fresh store and no plugins (tests and tools).
+    pub fn new(metrics: Arc<Metrics>) -> BuildContext {
+        let cache = levee_config::Cache::default();
+        BuildContext {
+            metrics,
+            store: Arc::new(ResponseStore::new(cache.max_size, cache.max_entry_size)),
+            plugins: PluginSet::default(),
+        }
+    }
 }
 
 /// Building a snapshot failed (for example a CA bundle that does not parse). The message names
@@ -62,19 +82,45 @@ impl Snapshot {
         ctx: &BuildContext,
     ) -> Result<Snapshot, SnapshotError> {
         // One store for the process: stale copies outlive reloads; a changed `cache` section
-        // only changes its limits.
-        let store = match previous {
-            Some(p) => {
-                let cache = &config.cache;
-                p.store
-                    .set_limits(cache.max_size, cache.max_entry_size, cache.max_size);
-                p.store.clone()
+        // only changes its limits. Each plugin may fill at most a quarter of it.
+        let store = ctx.store.clone();
+        let cache = &config.cache;
+        store.set_limits(cache.max_size, cache.max_entry_size, cache.max_size / 4);
+
+        // Each route binds its plugins (an instance runs `init` with the route's config); a
+        // plugin that rejects its config fails the build. A binding whose plugin (same version
+        // and settings) and config are unchanged carries over with its warm instances.
+        let mut bound = HashMap::new();
+        for route in &config.routes {
+            let before = previous.and_then(|p| p.router.policy(&route.name));
+            let mut plugins = Vec::with_capacity(route.plugins.len());
+            for (i, named) in route.plugins.iter().enumerate() {
+                let plugin = ctx.plugins.get(&named.name).ok_or_else(|| {
+                    SnapshotError(format!(
+                        "route {:?}: plugin {:?} is not loaded",
+                        route.name, named.name
+                    ))
+                })?;
+                let kept = before.and_then(|b| {
+                    let old = b.plugins.get(i)?;
+                    (Arc::ptr_eq(old.plugin(), plugin)
+                        && b.plugin_configs.get(i) == Some(&named.config))
+                    .then(|| old.clone())
+                });
+                if let Some(kept) = kept {
+                    plugins.push(kept);
+                    continue;
+                }
+                let binding = plugin.bind(named.config.as_bytes()).map_err(|e| {
+                    SnapshotError(format!(
+                        "route {:?}: plugin {:?}: {e}",
+                        route.name, named.name
+                    ))
+                })?;
+                plugins.push(Arc::new(binding));
             }
-            None => Arc::new(ResponseStore::new(
-                config.cache.max_size,
-                config.cache.max_entry_size,
-            )),
-        };
+            bound.insert(route.name.clone(), plugins);
+        }
         let mut clusters = HashMap::with_capacity(config.clusters.len());
         for cluster in &config.clusters {
             let before = previous.and_then(|p| p.clusters.get(cluster.name.as_str()));
@@ -83,8 +129,9 @@ impl Snapshot {
             clusters.insert(built.name().clone(), Arc::new(built));
         }
         Ok(Snapshot {
-            router: Router::build(&config.routes, previous.map(|p| &p.router)),
+            router: Router::build(&config.routes, previous.map(|p| &p.router), &mut bound),
             store,
+            plugins: ctx.plugins.clone(),
             clusters,
             config,
             version,
@@ -111,6 +158,63 @@ impl Snapshot {
             .filter_map(|c| self.clusters.get(c.name.as_str()))
             .map(|c| c.state())
             .collect()
+    }
+
+    /// `/plugins` JSON: `{ "plugins": [ { "name", "version", "path", "on_error", "isolation",
+    /// "calls", "faults": { kind: n }, "reloads", "bypassed", "breaker", "breaker_opened",
+    /// "latency_mean_us", "instances_alive", "pooled", "instantiations", "invalid_output",
+    /// "counters_dropped", "cache_puts_refused", "routes": [names] } ] }`.
+    pub fn plugins_status(&self) -> serde_json::Value {
+        let plugins: Vec<serde_json::Value> = self
+            .plugins
+            .status()
+            .into_iter()
+            .map(|p| {
+                let config = self.config.plugins.iter().find(|c| c.name == p.name);
+                let routes: Vec<&str> = self
+                    .config
+                    .routes
+                    .iter()
+                    .filter(|r| r.plugins.iter().any(|rp| rp.name == p.name))
+                    .map(|r| r.name.as_str())
+                    .collect();
+                let faults: serde_json::Map<String, serde_json::Value> = p
+                    .faults
+                    .iter()
+                    .map(|(kind, n)| (kind.as_str().to_owned(), (*n).into()))
+                    .collect();
+                serde_json::json!({
+                    "name": p.name,
+                    "version": p.version,
+                    "path": config.map(|c| c.path.display().to_string()),
+                    "on_error": config.map(|c| c.on_error),
+                    "isolation": config.map(|c| c.isolation),
+                    "calls": p.calls,
+                    "faults": faults,
+                    "reloads": p.reloads,
+                    "bypassed": p.bypassed,
+                    "breaker": match p.breaker {
+                        levee_plugin_host::BreakerState::Closed => "closed",
+                        levee_plugin_host::BreakerState::Open => "open",
+                        levee_plugin_host::BreakerState::HalfOpen => "half-open",
+                    },
+                    "breaker_opened": p.breaker_opened,
+                    "latency_mean_us": if p.latency_count == 0 {
+                        0.0
+                    } else {
+                        p.latency_sum.as_secs_f64() * 1e6 / p.latency_count as f64
+                    },
+                    "instances_alive": p.instances_alive,
+                    "pooled": p.pooled,
+                    "instantiations": p.instantiations,
+                    "invalid_output": p.invalid_output,
+                    "counters_dropped": p.counters_dropped,
+                    "cache_puts_refused": p.cache_puts_refused,
+                    "routes": routes,
+                })
+            })
+            .collect();
+        serde_json::json!({ "plugins": plugins })
     }
 
     /// `/clusters` JSON: `{ "clusters": [ { "name", "lb", "protocol", "endpoints": [ {
@@ -197,9 +301,7 @@ mod tests {
 
     #[test]
     fn endpoint_state_survives_reload_unless_its_address_changes() {
-        let ctx = BuildContext {
-            metrics: Metrics::new(),
-        };
+        let ctx = BuildContext::new(Metrics::new());
         let first = Snapshot::build(
             config(&["127.0.0.1:1001", "127.0.0.1:1002"]),
             1,
@@ -239,9 +341,7 @@ mod tests {
 
     #[test]
     fn clusters_status_lists_every_endpoint_with_its_load() {
-        let ctx = BuildContext {
-            metrics: Metrics::new(),
-        };
+        let ctx = BuildContext::new(Metrics::new());
         let snapshot =
             Snapshot::build(config(&["127.0.0.1:1001"]), 1, "a".into(), None, &ctx).expect("build");
         let endpoint = endpoint_at(&snapshot, "127.0.0.1:1001").expect("endpoint");

@@ -236,6 +236,19 @@ impl ResponseStore {
         value: Bytes,
         ttl: Option<Duration>,
     ) -> bool {
+        self.put_bytes_capped(namespace, key, value, ttl, u32::MAX)
+    }
+
+    /// [`ResponseStore::put_bytes`], keeping at most `max_entries` entries in `namespace`: at
+    /// the cap, the namespace's least recently used entry goes first.
+    pub fn put_bytes_capped(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        value: Bytes,
+        ttl: Option<Duration>,
+        max_entries: u32,
+    ) -> bool {
         let size = len_u64(namespace.len() + 2 * key.len() + value.len()) + ENTRY_OVERHEAD;
         let now = Instant::now();
         let mut inner = self.lock();
@@ -247,6 +260,7 @@ impl ResponseStore {
         }
         let full_key = Key::Plugin(namespace.into(), key.into());
         inner.remove(&full_key);
+        inner.evict_namespace_entries(namespace, max_entries);
         inner.evict_namespace_until_fits(namespace, size);
         inner.evict_until_fits(size);
         let ns = inner.namespaces.entry(namespace.into()).or_default();
@@ -367,6 +381,27 @@ impl Inner {
     }
 
     /// Evicts the namespace's least recently used entries until `incoming` more bytes fit in it.
+    /// Evicts `namespace`'s least recently used entries until one more fits under
+    /// `max_entries`.
+    fn evict_namespace_entries(&mut self, namespace: &str, max_entries: u32) {
+        let max = usize::try_from(max_entries).unwrap_or(usize::MAX).max(1);
+        loop {
+            let Some(ns) = self.namespaces.get_mut(namespace) else {
+                return;
+            };
+            if ns.order.len() < max {
+                return;
+            }
+            let Some(key) = ns.order.front().map(|(key, ())| key.clone()) else {
+                return;
+            };
+            if self.remove(&Key::Plugin(namespace.into(), key)).is_none() {
+                return;
+            }
+            self.stats.evictions += 1;
+        }
+    }
+
     fn evict_namespace_until_fits(&mut self, namespace: &str, incoming: u64) {
         loop {
             let Some(ns) = self.namespaces.get_mut(namespace) else {
@@ -397,6 +432,21 @@ mod tests {
     use http::header::CONTENT_TYPE;
 
     use super::*;
+
+    #[test]
+    fn a_namespace_keeps_at_most_its_entry_cap() {
+        let store = ResponseStore::new(1 << 20, 1 << 10);
+        for i in 0..5u8 {
+            assert!(store.put_bytes_capped("p", &[i], Bytes::from_static(b"v"), None, 3));
+        }
+        let kept: Vec<u8> = (0..5u8)
+            .filter(|i| store.get_bytes("p", &[*i]).is_some())
+            .collect();
+        assert_eq!(kept, vec![2, 3, 4], "the least recently used went first");
+        // Another namespace has its own count.
+        assert!(store.put_bytes_capped("q", b"x", Bytes::from_static(b"v"), None, 3));
+        assert!(store.get_bytes("p", &[4]).is_some());
+    }
 
     fn response(body_len: usize) -> StoredResponse {
         let mut headers = HeaderMap::new();

@@ -8,8 +8,8 @@ use crate::tree::child;
 
 use super::{Checker, list};
 
-/// Plugin memory bounds: below 1 MiB no real component instantiates; 4 GiB is all a 32-bit
-/// Wasm memory can address.
+/// Plugin memory bounds: below 1 MiB no real component instantiates; 256 MiB is the largest
+/// slot the gateway's wasmtime pooling allocator reserves for an instance.
 const PLUGIN_MEMORY: (u64, u64) = (1 << 20, 4 << 30);
 
 // === impl Checker: cache and plugins ===
@@ -56,7 +56,7 @@ impl Checker<'_> {
         if !(PLUGIN_MEMORY.0..=PLUGIN_MEMORY.1).contains(&memory) {
             self.err(
                 memory_key,
-                format!("must be between 1MiB and 4GiB, found {memory} bytes"),
+                format!("must be between 1MiB and 256MiB, found {memory} bytes"),
             );
         }
         let deadline_key = format!("{key}.limits.deadline");

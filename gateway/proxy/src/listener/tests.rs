@@ -83,9 +83,7 @@ fn listener_set() -> ListenerSet {
         1,
         "h".into(),
         None,
-        &BuildContext {
-            metrics: metrics.clone(),
-        },
+        &BuildContext::new(metrics.clone()),
     )
     .expect("snapshot");
     let proxy = Proxy::new(

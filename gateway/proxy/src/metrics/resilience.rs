@@ -343,7 +343,7 @@ impl Collector for StateCollector {
         let clusters = source();
 
         let mut family = encoder.encode_descriptor(
-            "levee_circuit_breaker_state",
+            "circuit_breaker_state",
             "1 for the circuit breaker's current state",
             None,
             MetricType::Gauge,
@@ -363,45 +363,45 @@ impl Collector for StateCollector {
         gauge_per_cluster(
             &mut encoder,
             &clusters,
-            "levee_cluster_panic",
+            "cluster_panic",
             "1 while the cluster is in panic mode",
             |c| f64::from(u8::from(c.panic)),
         )?;
         gauge_per_cluster(
             &mut encoder,
             &clusters,
-            "levee_cluster_availability_ratio",
+            "cluster_availability_ratio",
             "Share of the rolling window in which the cluster had a usable endpoint",
             |c| c.availability,
         )?;
         let endpoint_gauges: [EndpointGauge; 6] = [
             (
-                "levee_endpoint_usable",
+                "endpoint_usable",
                 "1 while the endpoint may be picked",
                 |e| f64::from(u8::from(e.usable)),
             ),
             (
-                "levee_endpoint_ejected",
+                "endpoint_ejected",
                 "1 while outlier detection has the endpoint ejected",
                 |e| f64::from(u8::from(e.ejected)),
             ),
             (
-                "levee_endpoint_availability_ratio",
+                "endpoint_availability_ratio",
                 "Share of the rolling window the endpoint was usable",
                 |e| e.availability,
             ),
             (
-                "levee_endpoint_outages",
+                "endpoint_outages",
                 "Outages of the endpoint in the rolling window",
                 |e| e.outages as f64,
             ),
             (
-                "levee_endpoint_mttr_seconds",
+                "endpoint_mttr_seconds",
                 "Mean time to recovery of the endpoint",
                 |e| e.mttr_seconds,
             ),
             (
-                "levee_endpoint_mtbf_seconds",
+                "endpoint_mtbf_seconds",
                 "Mean time between failures of the endpoint",
                 |e| e.mtbf_seconds,
             ),

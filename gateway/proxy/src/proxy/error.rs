@@ -97,6 +97,9 @@ pub enum ProxyError {
     /// The request body broke while the gateway read it for replay (the client went away).
     #[error("reading the request body failed: {0}")]
     RequestBody(String),
+    /// A plugin with `on_error: fail-closed` faulted (or its breaker is open).
+    #[error("plugin {0} failed and its policy is fail-closed")]
+    PluginFailed(String),
 }
 
 /// The JSON body of an error response.
@@ -125,6 +128,7 @@ impl ProxyError {
             ProxyError::RateLimited { .. } => "rate-limited",
             ProxyError::FaultAbort(_) => "fault-injected",
             ProxyError::RequestBody(_) => "downstream-reset",
+            ProxyError::PluginFailed(_) => "plugin-failed",
         }
     }
 
@@ -147,6 +151,7 @@ impl ProxyError {
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::FaultAbort(status) => *status,
             ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::PluginFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -162,7 +167,8 @@ impl ProxyError {
             | ProxyError::CircuitOpen { .. }
             | ProxyError::Overloaded { .. }
             | ProxyError::RateLimited { .. }
-            | ProxyError::FaultAbort(_) => ErrorSource::Gateway,
+            | ProxyError::FaultAbort(_)
+            | ProxyError::PluginFailed(_) => ErrorSource::Gateway,
             ProxyError::UpstreamTimeout | ProxyError::Upstream(_) => ErrorSource::Upstream,
         }
     }
@@ -188,7 +194,8 @@ impl ProxyError {
             | ProxyError::Overloaded { .. }
             | ProxyError::RateLimited { .. }
             | ProxyError::FaultAbort(_)
-            | ProxyError::RequestBody(_) => RetryType::Never,
+            | ProxyError::RequestBody(_)
+            | ProxyError::PluginFailed(_) => RetryType::Never,
         }
     }
 

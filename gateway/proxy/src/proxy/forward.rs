@@ -62,7 +62,7 @@ pub(crate) struct Outgoing {
 pub(crate) async fn send(
     cluster: &Arc<Cluster>,
     policy: &RoutePolicy,
-    mut req: Outgoing,
+    req: &mut Outgoing,
     deadline: Instant,
     body: &BodyStats,
     body_limit: Option<u64>,
@@ -84,7 +84,8 @@ pub(crate) async fn send(
             // Unreachable in practice: a streaming body stops retries before this point.
             return Err(ProxyError::RequestBody("the body was already sent".into()));
         };
-        let head = if attempt < attempts && req.body.can_replay() {
+        // A replayable request keeps its head for the next try (or a plugin's resend).
+        let head = if req.body.can_replay() {
             req.parts.clone()
         } else {
             std::mem::replace(&mut req.parts, Request::new(()).into_parts().0)
@@ -118,7 +119,11 @@ pub(crate) async fn send(
             return result;
         }
         // The try that just ended is no longer a retry in flight: only the next one counts.
+        // The budget and `max_retries` bound retries in flight, so they are taken after the
+        // backoff, just before the retry goes out: a request waiting out its backoff holds
+        // neither (it holds the failed try's result, which it answers with if refused).
         pending.held.retry = None;
+        tokio::time::sleep(wait).await;
         let metrics = &pending.inner.metrics.resilience;
         let route = pending.route.clone().unwrap_or_else(|| Arc::from("none"));
         let Some(budget) = retry.budget.try_retry() else {
@@ -131,9 +136,8 @@ pub(crate) async fn send(
         };
         metrics.retried(&route);
         drop(result);
-        tokio::time::sleep(wait).await;
         attempt += 1;
-        pending.attempts = attempt;
+        pending.attempts += 1;
         pending.held.retry = Some((budget, slot));
     }
 }

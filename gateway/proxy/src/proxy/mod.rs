@@ -25,6 +25,7 @@ mod fallback;
 pub mod fault;
 mod forward;
 mod headers;
+mod hooks;
 mod limit;
 pub(crate) mod policy;
 mod record;
@@ -46,6 +47,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use levee_config::FailureKind;
+use levee_plugin_host::Hook;
 
 use self::error::ProxyError;
 use self::limit::{BodyStats, LimitedBody};
@@ -57,7 +59,7 @@ use crate::conn::ConnInfo;
 use crate::metrics::Metrics;
 use crate::route::{RouteEntry, strip_port};
 use crate::snapshot::Snapshot;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Cluster, UpstreamError};
 
 pub use self::error::{ErrorSource, RetryType, X_LEVEE_ERROR};
 pub use self::fallback::X_LEVEE_CACHE;
@@ -174,53 +176,185 @@ async fn handle(
         _ => None,
     };
 
-    let forwarded = async {
-        admission(route, &req, conn, deadline, &pending.inner.metrics).await?;
-        forward(
-            snapshot,
-            route,
-            req,
-            conn,
-            authority_only,
-            deadline,
-            pending,
-        )
-        .await
-    }
-    .await;
-
-    let Some(fallback) = &policy.fallback else {
-        return forwarded.map(|response| boxed(response, None, snapshot));
-    };
-    let failure = match &forwarded {
-        Ok(response) if response.status().is_server_error() => Some(FailureKind::Upstream5xx),
-        Ok(_) => None,
-        Err(e) => e.failure_kind(),
-    };
-    if let Some(kind) = failure.filter(|&k| fallback.covers(k))
-        && let Some((response, served_by)) =
-            fallback::respond(fallback, stale_key.as_deref(), &snapshot.store)
-    {
-        pending.served_by = Some(served_by);
-        pending.error_kind = match &forwarded {
-            Err(e) => Some(e.kind()),
-            Ok(_) => Some("upstream-5xx"),
+    if let Err(e) = admission(route, &req, conn, deadline, &pending.inner.metrics).await {
+        return match apply_fallback(snapshot, route, stale_key.as_deref(), Err(e), pending)? {
+            Answer::Done(response) => Ok(response),
+            Answer::Upstream(response) => Ok(boxed(response, None, Vec::new(), snapshot)),
         };
-        pending.inner.metrics.resilience.fallback_served(
-            &route.name,
-            error::failure_kind_name(kind),
-            served_by,
-        );
-        return Ok(response);
     }
-    if failure.is_some_and(|k| fallback.covers(k)) {
-        pending
-            .inner
-            .metrics
-            .resilience
-            .fallback_missed(&route.name);
+    let authority = host.unwrap_or_default().to_owned();
+    let mut prepared = match prepare(
+        snapshot,
+        route,
+        req,
+        conn,
+        authority,
+        authority_only,
+        pending,
+    )
+    .await
+    {
+        Ok(Prepared::Forward(prepared)) => prepared,
+        Ok(Prepared::Respond(response)) => {
+            pending.served_by = Some("plugin");
+            return Ok(response);
+        }
+        Err(e) => {
+            return match apply_fallback(snapshot, route, stale_key.as_deref(), Err(e), pending)? {
+                Answer::Done(response) => Ok(response),
+                Answer::Upstream(response) => Ok(boxed(response, None, Vec::new(), snapshot)),
+            };
+        }
+    };
+
+    let first = prepared.cluster.clone();
+    let mut result = send(&mut prepared, &first, route, deadline, pending).await;
+
+    // Phase 7: failure handling. The plugins' `on-upstream-failure` first...
+    if let Some((kind, status)) = failure_of(&result)
+        && policy.has_hook(Hook::OnUpstreamFailure)
+    {
+        let cluster = pending
+            .cluster
+            .clone()
+            .unwrap_or_else(|| route.cluster.clone());
+        let breaker = snapshot
+            .clusters
+            .get(&cluster)
+            .and_then(|c| c.resilience().breaker_state());
+        let failure = hooks::Failure {
+            kind,
+            cluster: &cluster,
+            attempt: pending.attempts,
+            status,
+            elapsed: pending.started.elapsed(),
+            breaker,
+        };
+        let request_id = pending.request_id.to_str().unwrap_or_default().to_owned();
+        let decision = {
+            let mut head = prepared.head(&route.name, &request_id);
+            hooks::on_failure(&policy.plugins, &head.parts(), failure, &snapshot.store)?
+        };
+        match decision {
+            hooks::OnFailure::Propagate => {}
+            hooks::OnFailure::Respond(response, served_by) => {
+                pending.inner.metrics.resilience.fallback_served(
+                    &route.name,
+                    error::failure_kind_name(kind),
+                    served_by,
+                );
+                pending.served_by = Some(served_by);
+                pending.error_kind = Some(match &result {
+                    Err(e) => e.kind(),
+                    Ok(_) => "upstream-5xx",
+                });
+                return Ok(response);
+            }
+            hooks::OnFailure::Resend {
+                cluster,
+                delay,
+                is_retry,
+            } => {
+                if let Some(next) = resend(
+                    snapshot,
+                    route,
+                    &mut prepared,
+                    cluster,
+                    delay,
+                    is_retry,
+                    deadline,
+                    pending,
+                )
+                .await
+                {
+                    result = next;
+                }
+            }
+        }
     }
-    forwarded.map(|response| boxed(response, stale_key, snapshot))
+
+    // ...then the route's declarative fallback.
+    let mut response = match apply_fallback(snapshot, route, stale_key.as_deref(), result, pending)?
+    {
+        Answer::Done(response) => return Ok(response),
+        Answer::Upstream(response) => response,
+    };
+
+    // Phase 8: the plugins' `on-response`.
+    let mut stores = Vec::new();
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS && policy.has_hook(Hook::OnResponse) {
+        let request_id = pending.request_id.to_str().unwrap_or_default().to_owned();
+        let status = response.status();
+        let (replacement, asked) = {
+            let mut head = prepared.head(&route.name, &request_id);
+            hooks::on_response(
+                &policy.plugins,
+                &head.parts(),
+                status,
+                response.headers_mut(),
+            )?
+        };
+        if let Some(replacement) = replacement {
+            pending.served_by = Some("plugin");
+            return Ok(replacement);
+        }
+        stores = asked;
+    }
+    Ok(boxed(response, stale_key, stores, snapshot))
+}
+
+/// What the failure handling made of a forwarding result.
+enum Answer {
+    /// The fallback answered.
+    Done(Response<ProxyBody>),
+    /// The upstream's response goes downstream.
+    Upstream(Response<Incoming>),
+}
+
+/// The failure kind (and upstream status) of a forwarding result, if it failed.
+fn failure_of(
+    result: &Result<Response<Incoming>, ProxyError>,
+) -> Option<(FailureKind, Option<StatusCode>)> {
+    match result {
+        Ok(response) if response.status().is_server_error() => {
+            Some((FailureKind::Upstream5xx, Some(response.status())))
+        }
+        Ok(_) => None,
+        Err(e) => e.failure_kind().map(|kind| (kind, None)),
+    }
+}
+
+/// The route's declarative fallback: a stale copy, else the static response, for the failure
+/// kinds it covers; anything else passes through.
+fn apply_fallback(
+    snapshot: &Snapshot,
+    route: &RouteEntry,
+    stale_key: Option<&str>,
+    result: Result<Response<Incoming>, ProxyError>,
+    pending: &mut Pending,
+) -> Result<Answer, ProxyError> {
+    let Some(fallback) = &route.policy.fallback else {
+        return result.map(Answer::Upstream);
+    };
+    let Some(kind) = failure_of(&result)
+        .map(|(kind, _)| kind)
+        .filter(|&k| fallback.covers(k))
+    else {
+        return result.map(Answer::Upstream);
+    };
+    let metrics = &pending.inner.metrics.resilience;
+    let Some((response, served_by)) = fallback::respond(fallback, stale_key, &snapshot.store)
+    else {
+        metrics.fallback_missed(&route.name);
+        return result.map(Answer::Upstream);
+    };
+    metrics.fallback_served(&route.name, error::failure_kind_name(kind), served_by);
+    pending.served_by = Some(served_by);
+    pending.error_kind = Some(match &result {
+        Err(e) => e.kind(),
+        Ok(_) => "upstream-5xx",
+    });
+    Ok(Answer::Done(response))
 }
 
 /// Phase 3 of DESIGN's request path: the route's rate limit, then fault injection.
@@ -252,16 +386,72 @@ async fn admission(
     Ok(())
 }
 
-/// Phases 4 to 7: rewrite the request, send it with retries, set up upgrades.
-async fn forward(
+/// A request made ready for forwarding (phases 4 and 5), or a plugin's answer.
+enum Prepared {
+    Forward(Box<Outgoing>),
+    Respond(Response<ProxyBody>),
+}
+
+/// A request ready to send, and what later phases need of it.
+struct Outgoing {
+    request: forward::Outgoing,
+    cluster: Arc<Cluster>,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    stats: Arc<BodyStats>,
+    /// The host the request is for, as hooks see it.
+    authority: String,
+    /// A copy of the request head for `on-response` and `on-upstream-failure`, kept only
+    /// when the route has such hooks (a streaming request gives its head away when sent).
+    head: Option<http::request::Parts>,
+}
+
+/// The request head as hooks see it.
+struct HookHead<'a> {
+    parts: &'a mut http::request::Parts,
+    authority: &'a str,
+    route: &'a str,
+    request_id: &'a str,
+}
+
+impl Outgoing {
+    fn head<'a>(&'a mut self, route: &'a str, request_id: &'a str) -> HookHead<'a> {
+        let parts = match &mut self.head {
+            Some(head) => head,
+            None => &mut self.request.parts,
+        };
+        HookHead {
+            parts,
+            authority: &self.authority,
+            route,
+            request_id,
+        }
+    }
+}
+
+impl HookHead<'_> {
+    fn parts(&mut self) -> hooks::RequestParts<'_> {
+        hooks::RequestParts {
+            method: self.parts.method.as_str(),
+            authority: self.authority,
+            path_with_query: self.parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            headers: &mut self.parts.headers,
+            route: self.route,
+            request_id: self.request_id,
+        }
+    }
+}
+
+/// Phases 4 and 5: rewrite the request head, run the plugins' `on-request`, and make the body
+/// ready (read ahead for retries when the route may send it more than once).
+async fn prepare(
     snapshot: &Snapshot,
     route: &RouteEntry,
     mut req: Request<Incoming>,
     conn: &ConnInfo,
+    authority: String,
     authority_only: Option<HeaderValue>,
-    deadline: tokio::time::Instant,
     pending: &mut Pending,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Prepared, ProxyError> {
     if let Some(limit) = route.max_body_size {
         let declared = req
             .headers()
@@ -272,10 +462,11 @@ async fn forward(
             return Err(ProxyError::PayloadTooLarge { limit });
         }
     }
-    let cluster = snapshot
+    let mut cluster = snapshot
         .clusters
         .get(&route.cluster)
-        .ok_or_else(|| ProxyError::NoHealthyEndpoint(route.cluster.to_string()))?;
+        .ok_or_else(|| ProxyError::NoHealthyEndpoint(route.cluster.to_string()))?
+        .clone();
 
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -298,36 +489,101 @@ async fn forward(
     parts
         .headers
         .insert(X_REQUEST_ID, pending.request_id.clone());
+
+    let policy = &route.policy;
+    if policy.has_hook(Hook::OnRequest) {
+        let request_id = pending.request_id.to_str().unwrap_or_default();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let method = parts.method.clone();
+        let mut head = hooks::RequestParts {
+            method: method.as_str(),
+            authority: &authority,
+            path_with_query: &path,
+            headers: &mut parts.headers,
+            route: &route.name,
+            request_id,
+        };
+        match hooks::on_request(&policy.plugins, &mut head)? {
+            hooks::OnRequest::Respond(response) => return Ok(Prepared::Respond(response)),
+            hooks::OnRequest::Forward { route_to: None } => {}
+            hooks::OnRequest::Forward {
+                route_to: Some(name),
+            } => match snapshot.clusters.get(name.as_str()) {
+                Some(other) => {
+                    pending.cluster = Some(other.name().clone());
+                    cluster = other.clone();
+                }
+                None => tracing::warn!(
+                    route = %route.name,
+                    cluster = name,
+                    "a plugin routed to a cluster that does not exist; the route's cluster serves"
+                ),
+            },
+        }
+    }
     let hash = forward::hash_for(cluster.hash_on(), &parts.headers, conn.peer.ip());
 
     let stats = Arc::new(BodyStats::default());
     pending.body = Some(Arc::clone(&stats));
     let body = LimitedBody::new(body, Arc::clone(&stats), route.max_body_size).boxed();
-    let body = match &route.policy.retry {
-        // An upgrade's body is the tunnel: it is never read ahead.
-        Some(retry) if !upgrade => ReplayBody::read(body, retry.config.max_buffered_body)
-            .await
-            .map_err(|replay::ReadError::Body(e)| match route.max_body_size {
-                Some(limit) if stats.too_large() => ProxyError::PayloadTooLarge { limit },
-                _ => ProxyError::RequestBody(e.to_string()),
-            })?,
-        _ => ReplayBody::Streaming(Some(body)),
+    // A body is read ahead when it may be sent more than once: for retries, or for a plugin
+    // that may ask to retry or degrade. An upgrade's body is the tunnel and never is.
+    let replay_cap = match &policy.retry {
+        Some(retry) => Some(retry.config.max_buffered_body),
+        None if policy.has_hook(Hook::OnUpstreamFailure) => Some(DEFAULT_REPLAY_BODY),
+        None => None,
     };
-    let outgoing = forward::Outgoing { parts, body, hash };
+    let body =
+        match replay_cap {
+            Some(cap) if !upgrade => ReplayBody::read(body, cap).await.map_err(
+                |replay::ReadError::Body(e)| match route.max_body_size {
+                    Some(limit) if stats.too_large() => ProxyError::PayloadTooLarge { limit },
+                    _ => ProxyError::RequestBody(e.to_string()),
+                },
+            )?,
+            _ => ReplayBody::Streaming(Some(body)),
+        };
+    let head = (policy.has_hook(Hook::OnResponse) || policy.has_hook(Hook::OnUpstreamFailure))
+        .then(|| parts.clone());
+    Ok(Prepared::Forward(Box::new(Outgoing {
+        request: forward::Outgoing { parts, body, hash },
+        cluster,
+        upgrade: downstream_upgrade,
+        stats,
+        authority,
+        head,
+    })))
+}
 
+/// The replay cap for routes without `retry` whose plugins may resend (the config default of
+/// `retry.max_buffered_body`).
+const DEFAULT_REPLAY_BODY: u64 = 64 * 1024;
+
+/// Phase 6: sends the request to `cluster` with the route's retries, and sets up an upgrade.
+async fn send(
+    prepared: &mut Outgoing,
+    cluster: &Arc<Cluster>,
+    route: &RouteEntry,
+    deadline: tokio::time::Instant,
+    pending: &mut Pending,
+) -> Result<Response<Incoming>, ProxyError> {
     let mut response = forward::send(
         cluster,
         &route.policy,
-        outgoing,
+        &mut prepared.request,
         deadline,
-        &stats,
+        &prepared.stats,
         route.max_body_size,
         pending,
     )
     .await?;
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(downstream) = downstream_upgrade else {
+        let Some(downstream) = prepared.upgrade.take() else {
             return Err(ProxyError::Upstream(UpstreamError::Protocol(
                 "upstream switched protocols without an upgrade request".into(),
             )));
@@ -339,26 +595,96 @@ async fn forward(
     Ok(response)
 }
 
-/// The upstream response as the gateway's body type; with a stale key, a 200 is copied into
-/// the response store as it streams.
+/// Carries out a plugin's `retry` or `degrade`: the request once more, to `cluster` (or the
+/// same one), after `delay`. `None` when it cannot be done: the body already streamed, the
+/// cluster does not exist, the delay passes the route timeout, or (for `retry`) the route's
+/// retry budget is spent.
+#[expect(clippy::too_many_arguments, reason = "the phase's whole context")]
+async fn resend(
+    snapshot: &Snapshot,
+    route: &RouteEntry,
+    prepared: &mut Outgoing,
+    cluster: Option<String>,
+    delay: std::time::Duration,
+    is_retry: bool,
+    deadline: tokio::time::Instant,
+    pending: &mut Pending,
+) -> Option<Result<Response<Incoming>, ProxyError>> {
+    if !prepared.request.body.can_replay() {
+        tracing::debug!(route = %route.name, "a plugin asked to send again, but the body streamed");
+        return None;
+    }
+    let target = match cluster {
+        Some(name) => match snapshot.clusters.get(name.as_str()) {
+            Some(cluster) => cluster.clone(),
+            None => {
+                tracing::warn!(route = %route.name, cluster = name, "a plugin named a cluster that does not exist");
+                return None;
+            }
+        },
+        None => prepared.cluster.clone(),
+    };
+    if tokio::time::Instant::now() + delay >= deadline {
+        return None;
+    }
+    // A plugin's retry is a retry like the route's own: the budget (when the route has one)
+    // and the target cluster's `max_retries` bound it.
+    let metrics = &pending.inner.metrics.resilience;
+    let _budget = match (&route.policy.retry, is_retry) {
+        (Some(retry), true) => match retry.budget.try_retry() {
+            Some(guard) => Some(guard),
+            None => {
+                metrics.retry_refused(&route.name, "budget");
+                return None;
+            }
+        },
+        _ => None,
+    };
+    let _slot = if is_retry {
+        match target.resilience().retry_slot() {
+            Some(slot) => Some(slot),
+            None => {
+                metrics.retry_refused(&route.name, "max_retries");
+                return None;
+            }
+        }
+    } else {
+        None
+    };
+    if is_retry {
+        metrics.retried(&route.name);
+    }
+    tokio::time::sleep(delay).await;
+    pending.attempts += 1;
+    pending.cluster = Some(target.name().clone());
+    Some(send(prepared, &target, route, deadline, pending).await)
+}
+
+/// The response as the gateway's body type. A 200 to a GET on a route with serve-stale is
+/// copied into the response store as it streams, as is any response a plugin asked to store.
 fn boxed(
     response: Response<Incoming>,
     stale_key: Option<String>,
+    stores: Vec<hooks::StoreRequest>,
     snapshot: &Snapshot,
 ) -> Response<ProxyBody> {
-    match stale_key {
-        Some(key) if response.status() == StatusCode::OK => {
-            let (parts, body) = response.into_parts();
-            let store = snapshot.store.clone();
-            let cap = usize::try_from(snapshot.config.cache.max_entry_size).unwrap_or(usize::MAX);
-            let head = (parts.status, parts.headers.clone());
-            let body = capture::CaptureBody::new(body, cap, move |bytes| {
-                fallback::keep(&store, key, head.0, head.1, bytes);
-            });
-            Response::from_parts(parts, body.map_err(Into::into).boxed())
-        }
-        _ => response.map(|body| body.map_err(Into::into).boxed()),
+    let stale_key = stale_key.filter(|_| response.status() == StatusCode::OK);
+    if stale_key.is_none() && stores.is_empty() {
+        return response.map(|body| body.map_err(Into::into).boxed());
     }
+    let (parts, body) = response.into_parts();
+    let store = snapshot.store.clone();
+    let cap = usize::try_from(snapshot.config.cache.max_entry_size).unwrap_or(usize::MAX);
+    let (status, headers) = (parts.status, parts.headers.clone());
+    let body = capture::CaptureBody::new(body, cap, move |bytes| {
+        for request in &stores {
+            hooks::keep(&store, request, status, &headers, bytes.clone());
+        }
+        if let Some(key) = stale_key {
+            fallback::keep(&store, key, status, headers, bytes);
+        }
+    });
+    Response::from_parts(parts, body.map_err(Into::into).boxed())
 }
 
 /// The host a request is for (with any port) and, when it came only from the URI, a `Host`

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use levee_config::{FailureKind, Fallback, Fault, RateLimitKey, Retry, Route};
+use levee_plugin_host::{BoundPlugin, Hook};
 use levee_resilience::backoff::Backoff;
 use levee_resilience::budget::RetryBudget;
 use levee_resilience::rate_limit::{RateLimitParams, RateLimiter};
@@ -23,6 +24,10 @@ pub(crate) struct RoutePolicy {
     pub(crate) rate_limit: Option<RateLimitPolicy>,
     pub(crate) fault: Option<Fault>,
     pub(crate) fallback: Option<FallbackPolicy>,
+    /// The route's plugins, bound (each `init`ed with the route's config), in config order.
+    pub(crate) plugins: Vec<Arc<BoundPlugin>>,
+    /// The config each binding was made with, in the same order.
+    pub(crate) plugin_configs: Vec<String>,
 }
 
 /// The route's `retry` section with its backoff and budget.
@@ -62,8 +67,14 @@ pub(crate) struct StaticResponse {
 impl RoutePolicy {
     /// The policy of `route`, carrying state over from `previous` (the same-named route of the
     /// previous snapshot).
-    pub(crate) fn build(route: &Route, previous: Option<&RoutePolicy>) -> RoutePolicy {
+    pub(crate) fn build(
+        route: &Route,
+        previous: Option<&RoutePolicy>,
+        plugins: Vec<Arc<BoundPlugin>>,
+    ) -> RoutePolicy {
         RoutePolicy {
+            plugins,
+            plugin_configs: route.plugins.iter().map(|p| p.config.clone()).collect(),
             retry: route.retry.as_ref().map(|retry| {
                 let kept = previous
                     .and_then(|p| p.retry.as_ref())
@@ -104,6 +115,13 @@ impl RoutePolicy {
             fault: route.fault.clone(),
             fallback: route.fallback.as_ref().map(FallbackPolicy::new),
         }
+    }
+}
+
+impl RoutePolicy {
+    /// Whether any of the route's plugins implements `hook`.
+    pub(crate) fn has_hook(&self, hook: Hook) -> bool {
+        self.plugins.iter().any(|p| p.hooks().contains(hook))
     }
 }
 

@@ -192,9 +192,7 @@ async fn gateway(config: cfg::Config) -> SocketAddr {
 /// Like [`gateway`], with this access log.
 async fn gateway_logged(config: cfg::Config, access_log: AccessLog) -> SocketAddr {
     let metrics = Metrics::new();
-    let ctx = BuildContext {
-        metrics: metrics.clone(),
-    };
+    let ctx = BuildContext::new(metrics.clone());
     let snapshot = Snapshot::build(Arc::new(config), 1, "test".into(), None, &ctx).expect("build");
     let proxy = Proxy::new(
         Arc::new(ArcSwap::from_pointee(snapshot)),

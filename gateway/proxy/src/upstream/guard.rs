@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -92,7 +93,25 @@ pub(crate) struct Guards {
     connections: Option<Arc<Semaphore>>,
     limits: ClusterLimits,
     pub(crate) health: Arc<ClusterHealth>,
+    /// Recent outcomes and latencies, for plugins' `upstream-health`.
+    recent: Arc<Recent>,
 }
+
+/// The last few seconds of a cluster's tries: outcome counts and a latency histogram whose
+/// counts halve every [`RECENT_HALF_LIFE`], so old traffic fades instead of piling up.
+#[derive(Debug)]
+struct Recent {
+    epoch: std::time::Instant,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    /// Bucket `i` counts latencies under `100µs * 2^i`; the last one counts the rest.
+    buckets: [AtomicU64; RECENT_BUCKETS],
+    /// Milliseconds since `epoch` of the last halving.
+    halved_at: AtomicU64,
+}
+
+const RECENT_BUCKETS: usize = 20;
+const RECENT_HALF_LIFE: Duration = Duration::from_secs(5);
 
 /// One breaker per endpoint, made on first use.
 #[derive(Debug)]
@@ -162,7 +181,9 @@ impl Guards {
         });
         let health = super::health::cluster_health(&name, config, previous.map(|p| &p.health));
 
+        let recent = previous.map_or_else(|| Arc::new(Recent::new()), |p| p.recent.clone());
         Guards {
+            recent,
             name,
             metrics: metrics.clone(),
             breaker,
@@ -212,20 +233,17 @@ impl Guards {
         hash: Option<u64>,
         tried: &[SocketAddr],
     ) -> Result<Picked, Refusal> {
-        let mut exclude: Vec<SocketAddr> = tried.to_vec();
+        // Endpoints whose own breaker refused this request; allocated only when one does.
+        let mut refused: Vec<SocketAddr> = Vec::new();
         let mut open_after: Option<Duration> = None;
         loop {
-            let endpoint = cluster
-                .pick(&PickContext {
-                    hash,
-                    exclude: &exclude,
-                })
-                .or_else(|| {
-                    // Every usable endpoint was tried: going back to one beats giving up.
-                    (!tried.is_empty() && exclude.len() == tried.len())
-                        .then(|| cluster.pick(&PickContext { hash, exclude: &[] }))
-                        .flatten()
-                });
+            let exclude: &[SocketAddr] = if refused.is_empty() { tried } else { &refused };
+            let endpoint = cluster.pick(&PickContext { hash, exclude }).or_else(|| {
+                // Every usable endpoint was tried: going back to one beats giving up.
+                (!tried.is_empty() && refused.is_empty())
+                    .then(|| cluster.pick(&PickContext { hash, exclude: &[] }))
+                    .flatten()
+            });
             let Some(endpoint) = endpoint else {
                 return Err(match open_after {
                     Some(after) => Refusal::CircuitOpen(Some(after).filter(|d| !d.is_zero())),
@@ -241,7 +259,10 @@ impl Guards {
                     Err(rejected) => {
                         self.transitioned(Some(endpoint.address()), rejected.transition);
                         open_after = Some(rejected.retry_after);
-                        exclude.push(endpoint.address());
+                        if refused.is_empty() {
+                            refused.extend_from_slice(tried);
+                        }
+                        refused.push(endpoint.address());
                         continue;
                     }
                 },
@@ -300,6 +321,7 @@ impl Guards {
         latency: Duration,
     ) -> Option<Slot> {
         let success = matches!(outcome, TryOutcome::Status(s) if s < 500);
+        self.recent.observe(success, latency);
         if let Some(permit) = admission.breaker {
             self.transitioned(None, permit.record(success, latency));
         }
@@ -320,6 +342,32 @@ impl Guards {
             }
         }
         admission.request
+    }
+
+    /// The cluster as a plugin's `upstream-health` sees it.
+    pub(crate) fn plugin_health(&self, cluster: &Cluster) -> levee_plugin_host::ClusterHealth {
+        use levee_plugin_host::CircuitState;
+        let endpoints = cluster.endpoints();
+        let (error_rate, p50, p99) = self.recent.summary();
+        levee_plugin_host::ClusterHealth {
+            healthy_endpoints: count_u32(endpoints.iter().filter(|e| e.is_usable()).count()),
+            total_endpoints: count_u32(endpoints.len()),
+            circuit: match self.breaker.as_ref().map(|b| b.state()) {
+                Some(BreakerState::Open) => CircuitState::Open,
+                Some(BreakerState::HalfOpen) => CircuitState::HalfOpen,
+                Some(BreakerState::Closed) | None => CircuitState::Closed,
+            },
+            error_rate,
+            p50_ms: p50,
+            p99_ms: p99,
+            in_flight: u32::try_from(endpoints.iter().map(|e| e.in_flight()).sum::<u64>())
+                .unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The cluster breaker's state, for a plugin's failure context.
+    pub(crate) fn breaker_state(&self) -> Option<BreakerState> {
+        self.breaker.as_ref().map(|b| b.state())
     }
 
     /// Forces the cluster breaker (and every endpoint breaker) open or closed, or back to
@@ -405,6 +453,78 @@ impl EndpointBreakers {
         self.by_address
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn count_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+// === impl Recent ===
+
+impl Recent {
+    fn new() -> Recent {
+        Recent {
+            epoch: std::time::Instant::now(),
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            halved_at: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, success: bool, latency: Duration) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let halved = self.halved_at.load(Ordering::Relaxed);
+        if now.saturating_sub(halved) >= RECENT_HALF_LIFE.as_millis() as u64
+            && self
+                .halved_at
+                .compare_exchange(halved, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            for counter in self.buckets.iter().chain([&self.ok, &self.failed]) {
+                let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v / 2));
+            }
+        }
+        if success { &self.ok } else { &self.failed }.fetch_add(1, Ordering::Relaxed);
+        let units = (latency.as_micros() / 100) as u64;
+        let bucket = (u64::BITS - units.leading_zeros()) as usize;
+        self.buckets[bucket.min(RECENT_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Error rate (0..=1), and p50 and p99 in whole milliseconds (rounded up).
+    fn summary(&self) -> (f32, u32, u32) {
+        let ok = self.ok.load(Ordering::Relaxed);
+        let failed = self.failed.load(Ordering::Relaxed);
+        let total = ok + failed;
+        let error_rate = if total == 0 {
+            0.0
+        } else {
+            failed as f32 / total as f32
+        };
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let all: u64 = counts.iter().sum();
+        let quantile = |q: f64| -> u32 {
+            if all == 0 {
+                return 0;
+            }
+            let wanted = (all as f64 * q).ceil() as u64;
+            let mut seen = 0;
+            for (i, count) in counts.iter().enumerate() {
+                seen += count;
+                if seen >= wanted {
+                    // The bucket's upper bound: 100µs * 2^i.
+                    let micros = 100u64 << i;
+                    return u32::try_from(micros.div_ceil(1000)).unwrap_or(u32::MAX);
+                }
+            }
+            u32::MAX
+        };
+        (error_rate, quantile(0.5), quantile(0.99))
     }
 }
 

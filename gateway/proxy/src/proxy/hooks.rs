@@ -1,0 +1,326 @@
+//! The plugin hooks on the request path: what the gateway passes each hook, and how it carries
+//! out what the hook decides.
+//!
+//! Hooks run in the order the route lists its plugins, and only those a plugin implements are
+//! called (the host knows from `init`). A plugin fault or an open plugin breaker becomes its
+//! `on_error` policy: fail-open (as if the plugin were absent) or fail-closed (503
+//! `plugin-failed`). Headers a plugin returns are validated by the host before the gateway sees
+//! them.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AGE, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{HeaderMap, Response, StatusCode};
+use levee_config::FailureKind;
+use levee_plugin_host::{
+    self as host, BoundPlugin, CircuitState, FallbackDecision, LocalResponse, Outcome,
+    RequestAction, RequestHead, ResponseAction, ResponseHead, UpstreamFailure,
+};
+use levee_resilience::breaker::BreakerState;
+use levee_resilience::store::ResponseStore;
+
+use super::error::{ProxyError, error_response};
+use super::fallback::X_LEVEE_CACHE;
+use crate::body::{self, ProxyBody};
+use crate::plugins::head_key;
+
+/// What the `on-request` hooks decided, all together.
+#[derive(Debug)]
+pub(crate) enum OnRequest {
+    /// Forward, to this cluster instead of the route's when set.
+    Forward { route_to: Option<String> },
+    /// Answer with this response.
+    Respond(Response<ProxyBody>),
+}
+
+/// What the `on-upstream-failure` hooks decided.
+#[derive(Debug)]
+pub(crate) enum OnFailure {
+    /// Go on: the declarative fallback, else the error.
+    Propagate,
+    /// Answer with this response (`serve`, `serve-cached`, `shed`).
+    Respond(Response<ProxyBody>, &'static str),
+    /// Send the request once more, to this cluster (`None`: the same), after this delay.
+    Resend {
+        cluster: Option<String>,
+        delay: Duration,
+        /// `retry` counts against the route's retry budget; `degrade` does not.
+        is_retry: bool,
+    },
+}
+
+/// A stored copy a plugin asked for with `proceed-and-store`.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreRequest {
+    pub(crate) plugin: String,
+    pub(crate) key: String,
+    pub(crate) ttl: Duration,
+    /// The plugin's `limits.cache_entries`.
+    pub(crate) max_entries: u32,
+}
+
+/// Runs the `on-request` hooks; header changes apply to `head.headers` as they come.
+pub(crate) fn on_request(
+    plugins: &[std::sync::Arc<BoundPlugin>],
+    head: &mut RequestParts<'_>,
+) -> Result<OnRequest, ProxyError> {
+    let mut route_to = None;
+    for plugin in plugins {
+        let outcome = plugin.on_request(&head.as_head());
+        match outcome {
+            Outcome::Decided(RequestAction::Proceed(mutation)) => mutation.apply(head.headers),
+            Outcome::Decided(RequestAction::Respond(local)) => {
+                return Ok(OnRequest::Respond(local_response(local)));
+            }
+            Outcome::Decided(RequestAction::RouteTo(cluster)) => route_to = Some(cluster),
+            Outcome::NotImplemented | Outcome::FailOpen(_) => {}
+            Outcome::FailClosed(_) => return Err(failed(plugin)),
+        }
+    }
+    Ok(OnRequest::Forward { route_to })
+}
+
+/// Runs the `on-response` hooks on an upstream response head. Returns a replacement response
+/// if a plugin asked for one, and the copies plugins asked to store.
+pub(crate) fn on_response(
+    plugins: &[std::sync::Arc<BoundPlugin>],
+    head: &RequestParts<'_>,
+    status: StatusCode,
+    headers: &mut HeaderMap,
+) -> Result<(Option<Response<ProxyBody>>, Vec<StoreRequest>), ProxyError> {
+    let mut stores = Vec::new();
+    for plugin in plugins {
+        let outcome = plugin.on_response(
+            &head.as_head(),
+            &ResponseHead {
+                status,
+                headers: &*headers,
+            },
+        );
+        match outcome {
+            Outcome::Decided(ResponseAction::Proceed(mutation)) => mutation.apply(headers),
+            Outcome::Decided(ResponseAction::ProceedAndStore(spec)) => {
+                spec.mutation.apply(headers);
+                stores.push(StoreRequest {
+                    plugin: plugin.plugin().name().to_owned(),
+                    key: spec.key,
+                    ttl: spec.ttl,
+                    max_entries: plugin.plugin().params().limits.cache_entries,
+                });
+            }
+            Outcome::Decided(ResponseAction::Replace(local)) => {
+                return Ok((Some(local_response(local)), stores));
+            }
+            Outcome::NotImplemented | Outcome::FailOpen(_) => {}
+            Outcome::FailClosed(_) => return Err(failed(plugin)),
+        }
+    }
+    Ok((None, stores))
+}
+
+/// The failure context of a hook call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Failure<'a> {
+    pub(crate) kind: FailureKind,
+    pub(crate) cluster: &'a str,
+    pub(crate) attempt: u32,
+    pub(crate) status: Option<StatusCode>,
+    pub(crate) elapsed: Duration,
+    pub(crate) breaker: Option<BreakerState>,
+}
+
+/// Runs the `on-upstream-failure` hooks until one decides something other than `propagate`.
+pub(crate) fn on_failure(
+    plugins: &[std::sync::Arc<BoundPlugin>],
+    head: &RequestParts<'_>,
+    failure: Failure<'_>,
+    store: &ResponseStore,
+) -> Result<OnFailure, ProxyError> {
+    let input = UpstreamFailure {
+        kind: host_kind(failure.kind),
+        cluster: failure.cluster,
+        attempt: failure.attempt,
+        status: failure.status,
+        elapsed: failure.elapsed,
+        circuit: match failure.breaker {
+            Some(BreakerState::Open) => CircuitState::Open,
+            Some(BreakerState::HalfOpen) => CircuitState::HalfOpen,
+            Some(BreakerState::Closed) | None => CircuitState::Closed,
+        },
+    };
+    for plugin in plugins {
+        let decision = match plugin.on_upstream_failure(&head.as_head(), &input) {
+            Outcome::Decided(decision) => decision,
+            Outcome::NotImplemented | Outcome::FailOpen(_) => continue,
+            Outcome::FailClosed(_) => return Err(failed(plugin)),
+        };
+        let name = plugin.plugin().name();
+        match decision {
+            FallbackDecision::Propagate => {}
+            FallbackDecision::Serve(local) => {
+                return Ok(OnFailure::Respond(local_response(local), "plugin"));
+            }
+            FallbackDecision::ServeCached(key) => match cached(store, name, &key) {
+                Some(response) => return Ok(OnFailure::Respond(response, "plugin-cache")),
+                None => tracing::debug!(plugin = name, key, "serve-cached: nothing stored"),
+            },
+            FallbackDecision::Shed(status) => {
+                let mut response = error_response(
+                    status,
+                    "shed",
+                    &format!("plugin {name} shed the request"),
+                    &HeaderValue::from_static(""),
+                )
+                .map(body::full);
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                return Ok(OnFailure::Respond(response, "plugin-shed"));
+            }
+            FallbackDecision::Retry(spec) => {
+                return Ok(OnFailure::Resend {
+                    cluster: spec.cluster,
+                    delay: spec.delay,
+                    is_retry: true,
+                });
+            }
+            FallbackDecision::Degrade(cluster) => {
+                return Ok(OnFailure::Resend {
+                    cluster: Some(cluster),
+                    delay: Duration::ZERO,
+                    is_retry: false,
+                });
+            }
+        }
+    }
+    Ok(OnFailure::Propagate)
+}
+
+/// The request head as hooks see it, borrowed from the request being forwarded.
+#[derive(Debug)]
+pub(crate) struct RequestParts<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) authority: &'a str,
+    pub(crate) path_with_query: &'a str,
+    pub(crate) headers: &'a mut HeaderMap,
+    pub(crate) route: &'a str,
+    pub(crate) request_id: &'a str,
+}
+
+impl RequestParts<'_> {
+    fn as_head(&self) -> RequestHead<'_> {
+        RequestHead {
+            method: self.method,
+            authority: self.authority,
+            path_with_query: self.path_with_query,
+            headers: self.headers,
+            route: self.route,
+            request_id: self.request_id,
+        }
+    }
+}
+
+/// Keeps a whole response a plugin stored with `proceed-and-store`: its body under the key
+/// (what `cache-get` returns), its status and headers next to it.
+pub(crate) fn keep(
+    store: &ResponseStore,
+    request: &StoreRequest,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Bytes,
+) {
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b'\n');
+    for (name, value) in headers {
+        if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.push(b':');
+        head.extend_from_slice(value.as_bytes());
+        head.push(b'\n');
+    }
+    let (ttl, cap) = (Some(request.ttl), request.max_entries);
+    let plugin = &request.plugin;
+    if store.put_bytes_capped(plugin, request.key.as_bytes(), body, ttl, cap) {
+        store.put_bytes_capped(plugin, &head_key(&request.key), head.into(), ttl, cap);
+    }
+}
+
+/// The copy a plugin stored under `key`, as a response marked `x-levee-cache: plugin`.
+fn cached(store: &ResponseStore, plugin: &str, key: &str) -> Option<Response<ProxyBody>> {
+    let body = store.get_bytes(plugin, key.as_bytes())?;
+    let head = store.get_bytes(plugin, &head_key(key));
+    let mut response = Response::new(body::full(body));
+    if let Some(head) = head {
+        let mut lines = head.split(|&b| b == b'\n');
+        if let Some(status) = lines
+            .next()
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.parse::<u16>().ok())
+            .and_then(|s| StatusCode::from_u16(s).ok())
+        {
+            *response.status_mut() = status;
+        }
+        for line in lines {
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(&line[..colon]),
+                HeaderValue::from_bytes(&line[colon + 1..]),
+            ) {
+                response.headers_mut().append(name, value);
+            }
+        }
+    }
+    response
+        .headers_mut()
+        .insert(X_LEVEE_CACHE, HeaderValue::from_static("plugin"));
+    response.headers_mut().remove(AGE);
+    Some(response)
+}
+
+fn local_response(local: LocalResponse) -> Response<ProxyBody> {
+    let mut response = Response::new(body::full(local.body));
+    *response.status_mut() = local.status;
+    for (name, value) in local.headers {
+        response.headers_mut().append(name, value);
+    }
+    if !response.headers().contains_key(CONTENT_TYPE) && !response.body_is_empty() {
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    response
+}
+
+trait BodyIsEmpty {
+    fn body_is_empty(&self) -> bool;
+}
+
+impl BodyIsEmpty for Response<ProxyBody> {
+    fn body_is_empty(&self) -> bool {
+        http_body::Body::size_hint(self.body()).exact() == Some(0)
+    }
+}
+
+fn failed(plugin: &BoundPlugin) -> ProxyError {
+    ProxyError::PluginFailed(plugin.plugin().name().to_owned())
+}
+
+fn host_kind(kind: FailureKind) -> host::FailureKind {
+    match kind {
+        FailureKind::ConnectFailure => host::FailureKind::ConnectFailure,
+        FailureKind::Reset => host::FailureKind::Reset,
+        FailureKind::Timeout => host::FailureKind::Timeout,
+        FailureKind::Upstream5xx => host::FailureKind::Upstream5xx,
+        FailureKind::CircuitOpen => host::FailureKind::CircuitOpen,
+        FailureKind::NoHealthyEndpoint => host::FailureKind::NoHealthyEndpoint,
+        FailureKind::Overloaded => host::FailureKind::Overloaded,
+        FailureKind::RateLimited => host::FailureKind::RateLimited,
+    }
+}
