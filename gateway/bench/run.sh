@@ -2,10 +2,16 @@
 # Builds Levee and the harness in release mode, then runs the load benchmark.
 # Usage: gateway/bench/run.sh [--duration 10s] [--connections 50] [--out FILE] [...]
 # (`gateway/bench/run.sh --help` lists every option.)
+# The resilience scenarios: gateway/bench/run.sh resilience [...] and gateway/bench/run.sh chaos [...]
 set -eu
 cd "$(dirname "$0")/../.."
 
-for tool in wrk h2load nginx taskset prlimit; do
+case "${1:-}" in
+  resilience) tools="wrk taskset" ;;
+  chaos) tools="taskset" ;;
+  *) tools="wrk h2load nginx taskset prlimit" ;;
+esac
+for tool in $tools; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     echo "run.sh: '$tool' is missing; install the tools first:" >&2
     echo "  apt-get install -y wrk nghttp2-client nginx util-linux" >&2

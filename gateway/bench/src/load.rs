@@ -200,9 +200,9 @@ fn run_to_end(name: &str, cmd: Command, timeout: Duration) -> anyhow::Result<Str
     Proc::spawn(name, cmd)?.finish(timeout)
 }
 
-/// Whether the generators are installed.
-pub(crate) fn check_tools() -> anyhow::Result<()> {
-    for tool in ["wrk", "h2load", "taskset"] {
+/// Fails with an install hint unless every program of `tools` is installed.
+pub(crate) fn check_tools(tools: &[&str]) -> anyhow::Result<()> {
+    for &tool in tools {
         let found = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!("command -v {tool}"))

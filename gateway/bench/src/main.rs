@@ -5,16 +5,27 @@
 //! connections and times config reloads, then prints one markdown report. It measures; it does
 //! not assert. See `gateway/bench/README.md` for the method and `docs/performance.md` for the
 //! figures.
+//!
+//! Two more scenarios measure the resilience engine instead: `levee-bench resilience` (the
+//! throughput cost of every resilience feature turned on) and `levee-bench chaos` (one of three
+//! upstreams killed and restarted under a steady load). `levee-bench plugins` measures what a
+//! Wasm policy plugin costs a route: throughput with the plugin pooled, per-request and only
+//! configured, and the latency `on-upstream-failure` adds to a failing request.
 
+mod chaos;
 mod cpu;
 mod idle;
 mod load;
+mod open_loop;
+mod plugins;
 mod process;
 mod reload;
 mod report;
+mod resilience;
 mod run;
 mod targets;
 mod upstream;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +54,109 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Resilience overhead: Levee with every resilience feature on vs off, interleaved rounds.
+    Resilience(OverheadArgs),
+    /// Chaos: one of three upstreams killed and restarted under a steady fixed-rate load.
+    Chaos(ChaosArgs),
+    /// Plugin overhead: a route with the tagger plugin (pooled, per-request, configured
+    /// elsewhere) vs none, and a failing request answered by a plugin vs the static fallback.
+    Plugins(PluginArgs),
+}
+
+/// Options shared by the resilience scenarios.
+#[derive(Debug, Args)]
+pub(crate) struct ScenarioArgs {
+    /// The Levee binary. Default: `target/release/levee` of this workspace.
+    #[arg(long)]
+    pub(crate) levee: Option<PathBuf>,
+    /// CPUs (a `taskset -c` list) of Levee.
+    #[arg(long, default_value = "0")]
+    pub(crate) gateway_cpus: String,
+    /// CPUs of the upstreams, the load generator and the harness itself.
+    #[arg(long, default_value = "1")]
+    pub(crate) load_cpus: String,
+    /// Also write the report to this file.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+}
+
+/// Options of `levee-bench resilience`.
+#[derive(Debug, Args)]
+pub(crate) struct OverheadArgs {
+    #[command(flatten)]
+    pub(crate) scenario: ScenarioArgs,
+    /// Length of each measured wrk run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) duration: Duration,
+    /// Unmeasured load before each measured run.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub(crate) warmup: Duration,
+    /// Concurrent wrk connections.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) connections: u32,
+    /// Rounds; each round measures the features off, then on.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) rounds: u32,
+}
+
+/// Options of `levee-bench chaos`.
+#[derive(Debug, Args)]
+pub(crate) struct ChaosArgs {
+    #[command(flatten)]
+    pub(crate) scenario: ScenarioArgs,
+    /// Requests per second of the open-loop load.
+    #[arg(long, default_value_t = 2000.0)]
+    pub(crate) rate: f64,
+    /// Length of each phase (before, during and after the outage).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) phase: Duration,
+    /// Unmeasured load at the same rate before the first phase.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub(crate) warmup: Duration,
+    /// The route's `retry.per_try_timeout`.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub(crate) per_try_timeout: Duration,
+    /// Time the client allows each request before counting it as failed.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub(crate) request_timeout: Duration,
+    /// The cluster's `limits.max_retries` (concurrent retries); Levee's default when absent.
+    #[arg(long)]
+    pub(crate) max_retries: Option<u32>,
+    /// How often the admin `/clusters` is polled for the killed endpoint's state.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub(crate) poll: Duration,
+}
+
+/// Options of `levee-bench plugins`.
+#[derive(Debug, Args)]
+pub(crate) struct PluginArgs {
+    #[command(flatten)]
+    pub(crate) scenario: ScenarioArgs,
+    /// Directory of the example plugins' `.wasm` files (`tagger.wasm`, `static_fallback.wasm`).
+    /// Default: `target/plugins/wasm32-wasip2/release` of this workspace.
+    #[arg(long)]
+    pub(crate) plugins_dir: Option<PathBuf>,
+    /// Length of each measured wrk run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) duration: Duration,
+    /// Unmeasured load before each measured run (wrk, and the open-loop client at `--rate`).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub(crate) warmup: Duration,
+    /// Concurrent wrk connections.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) connections: u32,
+    /// Throughput rounds; each round measures (0), (a), (b) and (c) in turn.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) rounds: u32,
+    /// Requests per second of the open-loop load on the failing route.
+    #[arg(long, default_value_t = 1000.0)]
+    pub(crate) rate: f64,
+    /// Length of each measured open-loop run on the failing route.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) phase: Duration,
+    /// Failing-request rounds; each round measures the declarative fallback, then the plugin.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) failing_rounds: u32,
 }
 
 /// Options of a benchmark run.
@@ -90,6 +204,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Upstream { port, threads }) => upstream::serve(port, threads),
+        Some(Command::Resilience(args)) => resilience::run(&args),
+        Some(Command::Chaos(args)) => chaos::run(&args),
+        Some(Command::Plugins(args)) => plugins::run(&args),
         None => run::run(&cli.bench),
     };
     match result {

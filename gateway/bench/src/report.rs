@@ -131,6 +131,22 @@ impl Machine {
             background_busy,
         }
     }
+
+    /// The date, the machine, Levee's and wrk's versions and the background load, as markdown
+    /// list items: the header of the resilience scenarios' reports.
+    pub(crate) fn summary(&self) -> String {
+        format!(
+            "- Date: {}.\n- Machine: {} CPUs ({}), Linux {}.\n- Levee: {}; wrk: {}.\n\
+             - Background: the machine was {:.0}% busy in the second before the run.\n",
+            self.date,
+            self.cpus,
+            self.cpu,
+            self.kernel,
+            self.levee,
+            self.wrk.split(" Copyright").next().unwrap_or_default(),
+            self.background_busy * 100.0
+        )
+    }
 }
 
 fn first_line(cmd: &mut Command) -> String {
@@ -430,7 +446,8 @@ impl Report {
 
 const MIB: u64 = 1024 * 1024;
 
-fn ms(d: Duration) -> String {
+/// `d` in milliseconds with two decimals, as every table of the reports shows latency.
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 

@@ -3,6 +3,10 @@
 //! Order: throughput rounds (direct, nginx, Levee interleaved, so drift in the machine hits all
 //! three alike), then the fixed-rate runs at half of nginx's maximum, then the memory probe and
 //! the reload probe on fresh gateway processes, so that neither sees leftovers of the load.
+//!
+//! The steps the resilience scenarios share with this run live here too: the Levee binary
+//! check, pinning the harness, the background-load sample, one wrk round, the work directory
+//! and printing the report.
 
 use std::path::Path;
 use std::process::Command;
@@ -26,14 +30,10 @@ const SETTLE: Duration = Duration::from_secs(1);
 
 /// Runs the whole benchmark and prints the report.
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    load::check_tools()?;
+    load::check_tools(&["wrk", "h2load", "taskset"])?;
     let levee = args.levee.clone().unwrap_or_else(targets::default_levee);
-    if !args.no_levee && !levee.exists() {
-        bail!(
-            "no Levee binary at {}: run `cargo build --release -p levee` first (or use \
-             gateway/bench/run.sh, which does), or pass --levee PATH",
-            levee.display()
-        );
+    if !args.no_levee {
+        check_levee(&levee)?;
     }
     if Command::new(&args.nginx).arg("-v").output().is_err() {
         bail!(
@@ -43,21 +43,29 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     prepare_self(&args.load_cpus)?;
 
+    let report = in_work_dir(|work| run_in(args, &levee, work))?;
+    emit(&report.to_markdown(), args.out.as_deref())
+}
+
+/// Runs `f` with a fresh work directory (configs, scripts, logs), removed afterwards.
+pub(crate) fn in_work_dir<T>(f: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
     let work = std::env::temp_dir().join(format!("levee-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).context("creating the work directory")?;
-    let result = run_in(args, &levee, &work);
+    let result = f(&work);
     let _ = std::fs::remove_dir_all(&work);
-    let report = result?;
+    result
+}
 
-    let text = report.to_markdown();
+/// Prints a finished report to standard output, and also writes it to `out` when given.
+pub(crate) fn emit(text: &str, out: Option<&Path>) -> anyhow::Result<()> {
     {
         use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())?;
-        out.flush()?;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(text.as_bytes())?;
+        stdout.flush()?;
     }
-    if let Some(path) = &args.out {
-        std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+    if let Some(path) = out {
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -79,17 +87,7 @@ fn run_in(args: &BenchArgs, levee: &Path, work: &Path) -> anyhow::Result<Report>
         load: cpu::parse_list(&args.load_cpus)?,
     };
 
-    // Other work on the machine (a build, another benchmark) skews every figure; it is
-    // measured before anything starts and printed in the report.
-    let before = CpuSample::now()?;
-    std::thread::sleep(Duration::from_secs(1));
-    let background = CpuSample::now()?.busy_since(&before, &[]);
-    if background > 0.1 {
-        progress(&format!(
-            "warning: the machine is {:.0}% busy before the run; figures will be noisy",
-            background * 100.0
-        ));
-    }
+    let background = background_busy()?;
 
     progress("starting two upstreams");
     let upstreams = [
@@ -265,7 +263,7 @@ fn run_in(args: &BenchArgs, levee: &Path, work: &Path) -> anyhow::Result<Report>
 }
 
 /// One measured wrk run after an unmeasured warm-up, with the gateway's CPU time over it.
-fn throughput_round(
+pub(crate) fn throughput_round(
     load: &LoadOptions,
     cpus: &Placement,
     url: &str,
@@ -298,9 +296,38 @@ fn throughput_round(
 
 /// The CPUs of each side, as lists.
 #[derive(Debug)]
-struct Placement {
-    gateway: Vec<usize>,
-    load: Vec<usize>,
+pub(crate) struct Placement {
+    /// The gateway under test.
+    pub(crate) gateway: Vec<usize>,
+    /// The upstreams, the load generator and the harness.
+    pub(crate) load: Vec<usize>,
+}
+
+/// Fails with a hint when there is no Levee binary at `levee`.
+pub(crate) fn check_levee(levee: &Path) -> anyhow::Result<()> {
+    if !levee.exists() {
+        bail!(
+            "no Levee binary at {}: run `cargo build --release -p levee` first (or use \
+             gateway/bench/run.sh, which does), or pass --levee PATH",
+            levee.display()
+        );
+    }
+    Ok(())
+}
+
+/// How busy the whole machine is over one second, measured before a run starts: other work
+/// (a build, another benchmark) skews every figure, so it is printed in the report.
+pub(crate) fn background_busy() -> anyhow::Result<f64> {
+    let before = CpuSample::now()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let background = CpuSample::now()?.busy_since(&before, &[]);
+    if background > 0.1 {
+        progress(&format!(
+            "warning: the machine is {:.0}% busy before the run; figures will be noisy",
+            background * 100.0
+        ));
+    }
+    Ok(background)
 }
 
 /// Idle memory of a fresh gateway, then with `count` idle keep-alive clients.
@@ -363,7 +390,7 @@ fn reload_probe(
 
 /// Pins the harness (and so every thread it starts) to `cpus`, and raises its open-file limit
 /// for the memory probe's client sockets; children inherit both.
-fn prepare_self(cpus: &str) -> anyhow::Result<()> {
+pub(crate) fn prepare_self(cpus: &str) -> anyhow::Result<()> {
     let pid = std::process::id().to_string();
     if !cpus.is_empty() {
         let status = Command::new("taskset")
@@ -383,11 +410,12 @@ fn prepare_self(cpus: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn url(address: std::net::SocketAddr) -> String {
+/// `http://ADDRESS/`.
+pub(crate) fn url(address: std::net::SocketAddr) -> String {
     format!("http://{address}/")
 }
 
 /// One progress line on standard error (the report goes to standard output).
-fn progress(what: &str) {
+pub(crate) fn progress(what: &str) {
     eprintln!("levee-bench: {what}");
 }

@@ -30,9 +30,21 @@ pub(crate) struct Server {
 
 /// Starts one benchmark upstream (this binary's `upstream` subcommand) on `cpus`.
 pub(crate) fn start_upstream(cpus: &str, threads: usize) -> anyhow::Result<Server> {
+    start_upstream_on(cpus, threads, 0)
+}
+
+/// Starts one benchmark upstream on `port` of 127.0.0.1 (0: any free port). The chaos
+/// scenario uses a fixed port to restart a killed upstream where the gateway expects it.
+pub(crate) fn start_upstream_on(cpus: &str, threads: usize, port: u16) -> anyhow::Result<Server> {
     let exe = std::env::current_exe().context("finding the harness binary")?;
     let mut cmd = pinned(cpus, exe);
-    cmd.args(["upstream", "--port", "0", "--threads", &threads.to_string()]);
+    cmd.args([
+        "upstream",
+        "--port",
+        &port.to_string(),
+        "--threads",
+        &threads.to_string(),
+    ]);
     let mut proc = Proc::spawn("upstream", cmd)?;
     let address = proc.wait_for(START_TIMEOUT, |line| {
         line.strip_prefix("listening on ")
