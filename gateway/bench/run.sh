@@ -2,7 +2,8 @@
 # Builds Levee and the harness in release mode, then runs the load benchmark.
 # Usage: gateway/bench/run.sh [--duration 10s] [--connections 50] [--out FILE] [...]
 # (`gateway/bench/run.sh --help` lists every option.)
-# The resilience scenarios: gateway/bench/run.sh resilience [...] and gateway/bench/run.sh chaos [...]
+# The resilience scenarios: gateway/bench/run.sh resilience [...] and gateway/bench/run.sh chaos [...];
+# the plugin scenario: gateway/bench/run.sh plugins [...] (needs the example plugins built).
 set -eu
 cd "$(dirname "$0")/../.."
 

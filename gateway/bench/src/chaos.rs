@@ -562,6 +562,7 @@ mod tests {
         Sample {
             due: Duration::from_millis(due_ms),
             latency: Duration::from_millis(latency_ms),
+            service: Duration::from_millis(latency_ms),
             outcome,
         }
     }

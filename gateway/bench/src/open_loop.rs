@@ -42,6 +42,11 @@ pub(crate) struct Sample {
     pub(crate) due: Duration,
     /// From when it was due to the end of its answer (or its failure).
     pub(crate) latency: Duration,
+    /// From when it was sent to the end of its answer: `latency` without the wait for the
+    /// client's timer (tokio's timer has a 1 ms resolution, so a request goes out up to 1 ms
+    /// after it was due even when nothing queues). For comparing targets whose answers are far
+    /// quicker than that, at a rate where nothing queues.
+    pub(crate) service: Duration,
     /// How it ended.
     pub(crate) outcome: Outcome,
 }
@@ -105,12 +110,14 @@ pub(crate) async fn run(
         let client = client.clone();
         let uri = uri.clone();
         tasks.spawn(async move {
+            let sent = Instant::now();
             let outcome = tokio::time::timeout(schedule.timeout, one(&client, uri))
                 .await
                 .unwrap_or(Outcome::Timeout);
             Sample {
                 due: due - start,
                 latency: due.elapsed(),
+                service: sent.elapsed(),
                 outcome,
             }
         });
@@ -216,6 +223,8 @@ mod tests {
         for (i, sample) in samples.iter().enumerate() {
             assert_eq!(sample.due, s.due(i as u64));
             assert_eq!(sample.outcome, Outcome::Status(200));
+            assert!(sample.service <= sample.latency);
+            assert!(sample.service > Duration::ZERO);
         }
     }
 
