@@ -9,16 +9,24 @@ use std::time::{Duration, Instant};
 use levee_tests::client::{self, admin_get, url};
 use levee_tests::{GatewayProcess, Server, TempDir, bounded, eventually, levee_bin};
 
+/// A child process that is killed and reaped when dropped, so a failing assertion never leaves
+/// a demo running.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `levee demo` on free ports and returns the child, its stdout lines so far, and the
 /// public and admin addresses it printed.
-// The child is handed to the caller, which stops and waits for it; clippy cannot see that.
+// The child is handed to the caller in a guard that reaps it; clippy cannot see that.
 #[allow(clippy::zombie_processes)]
-fn spawn_demo() -> (
-    std::process::Child,
-    Arc<Mutex<Vec<String>>>,
-    SocketAddr,
-    SocketAddr,
-) {
+fn spawn_demo() -> (Demo, Arc<Mutex<Vec<String>>>, SocketAddr, SocketAddr) {
     let mut child = Command::new(levee_bin!())
         .args(["demo", "--port", "0", "--admin-port", "0"])
         .env_remove("RUST_LOG")
@@ -42,7 +50,7 @@ fn spawn_demo() -> (
         let public = address_after(&text, "curl -i http://");
         let admin = address_after(&text, "status page  http://");
         if let (Some(public), Some(admin)) = (public, admin) {
-            return (child, lines, public, admin);
+            return (Demo(child), lines, public, admin);
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
@@ -134,11 +142,11 @@ async fn demo_serves_its_upstreams_and_shows_failures() {
         assert_eq!(clusters["clusters"].as_array().unwrap().len(), 4);
 
         let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &child.0.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
+            if let Some(status) = child.0.try_wait().unwrap() {
                 break status;
             }
             assert!(
