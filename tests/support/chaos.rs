@@ -593,6 +593,8 @@ pub struct Ejection {
     pub reason: String,
     /// Time left until probation, in milliseconds.
     pub remaining_ms: u64,
+    /// How long this ejection lasts in all, in milliseconds.
+    pub duration_ms: u64,
     /// How many times the endpoint has been ejected (this one included).
     pub count: u64,
 }
@@ -639,6 +641,10 @@ impl EndpointView {
                     .get("remaining_ms")
                     .and_then(serde_json::Value::as_f64)
                     .map_or(0, |ms| ms.max(0.0) as u64),
+                duration_ms: ejected
+                    .get("duration_ms")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0),
                 count: ejected
                     .get("count")
                     .or_else(|| raw.get("ejection_count"))

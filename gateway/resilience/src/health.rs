@@ -71,7 +71,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use levee_balance::Endpoint;
@@ -168,6 +168,9 @@ pub struct ClusterHealth {
     consecutive_5xx: AtomicU32,
     consecutive_gateway_failure: AtomicU32,
     inner: Mutex<ClusterInner>,
+    /// The tracked endpoints by address, rebuilt by [`ClusterHealth::sync`]: the request path
+    /// looks endpoints up here under a read lock instead of scanning under the cluster lock.
+    index: RwLock<HashMap<SocketAddr, Arc<EndpointHealth>>>,
 }
 
 #[derive(Debug)]
@@ -330,6 +333,7 @@ impl ClusterHealth {
             enabled: AtomicBool::new(false),
             consecutive_5xx: AtomicU32::new(0),
             consecutive_gateway_failure: AtomicU32::new(0),
+            index: RwLock::new(HashMap::new()),
             inner: Mutex::new(ClusterInner {
                 outlier,
                 active,
@@ -417,17 +421,19 @@ impl ClusterHealth {
             };
             next.push(health);
         }
+        *self.index.write().unwrap_or_else(PoisonError::into_inner) =
+            next.iter().map(|ep| (ep.address, Arc::clone(ep))).collect();
         inner.endpoints = next;
         inner.refresh(now);
     }
 
-    /// The state of the endpoint at `address`, if tracked. Look it up when building a snapshot,
-    /// not per request.
+    /// The state of the endpoint at `address`, if tracked: a hash lookup under a read lock,
+    /// cheap enough for the request path.
     pub fn health_of(&self, address: SocketAddr) -> Option<Arc<EndpointHealth>> {
-        lock(&self.inner)
-            .endpoints
-            .iter()
-            .find(|ep| ep.address == address)
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&address)
             .cloned()
     }
 

@@ -10,7 +10,7 @@ use super::{Checker, list};
 
 /// Plugin memory bounds: below 1 MiB no real component instantiates; 256 MiB is the largest
 /// slot the gateway's wasmtime pooling allocator reserves for an instance.
-const PLUGIN_MEMORY: (u64, u64) = (1 << 20, 4 << 30);
+const PLUGIN_MEMORY: (u64, u64) = (1 << 20, 256 << 20);
 
 // === impl Checker: cache and plugins ===
 

@@ -392,7 +392,7 @@ impl Collector for StateCollector {
             ),
             (
                 "endpoint_outages",
-                "Outages of the endpoint in the rolling window",
+                "Outages of the endpoint since it is tracked",
                 |e| e.outages as f64,
             ),
             (

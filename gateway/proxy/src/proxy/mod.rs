@@ -182,7 +182,12 @@ async fn handle(
             Answer::Upstream(response) => Ok(boxed(response, None, Vec::new(), snapshot)),
         };
     }
-    let authority = host.unwrap_or_default().to_owned();
+    // Only plugin hooks read the host once the request is consumed: no copy for other routes.
+    let authority = if policy.plugins.is_empty() {
+        String::new()
+    } else {
+        host.unwrap_or_default().to_owned()
+    };
     let mut prepared = match prepare(
         snapshot,
         route,
@@ -194,12 +199,12 @@ async fn handle(
     )
     .await
     {
-        Ok(Prepared::Forward(prepared)) => prepared,
-        Ok(Prepared::Respond(response)) => {
+        Ok(prepared) => prepared,
+        Err(Stop::Respond(response)) => {
             pending.served_by = Some("plugin");
             return Ok(response);
         }
-        Err(e) => {
+        Err(Stop::Fail(e)) => {
             return match apply_fallback(snapshot, route, stale_key.as_deref(), Err(e), pending)? {
                 Answer::Done(response) => Ok(response),
                 Answer::Upstream(response) => Ok(boxed(response, None, Vec::new(), snapshot)),
@@ -386,10 +391,16 @@ async fn admission(
     Ok(())
 }
 
-/// A request made ready for forwarding (phases 4 and 5), or a plugin's answer.
-enum Prepared {
-    Forward(Box<Outgoing>),
+/// Why a request was not made ready for forwarding: a plugin answered it, or it failed.
+enum Stop {
     Respond(Response<ProxyBody>),
+    Fail(ProxyError),
+}
+
+impl From<ProxyError> for Stop {
+    fn from(e: ProxyError) -> Self {
+        Stop::Fail(e)
+    }
 }
 
 /// A request ready to send, and what later phases need of it.
@@ -451,7 +462,7 @@ async fn prepare(
     authority: String,
     authority_only: Option<HeaderValue>,
     pending: &mut Pending,
-) -> Result<Prepared, ProxyError> {
+) -> Result<Outgoing, Stop> {
     if let Some(limit) = route.max_body_size {
         let declared = req
             .headers()
@@ -459,7 +470,7 @@ async fn prepare(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limit) {
-            return Err(ProxyError::PayloadTooLarge { limit });
+            return Err(ProxyError::PayloadTooLarge { limit }.into());
         }
     }
     let mut cluster = snapshot
@@ -508,7 +519,7 @@ async fn prepare(
             request_id,
         };
         match hooks::on_request(&policy.plugins, &mut head)? {
-            hooks::OnRequest::Respond(response) => return Ok(Prepared::Respond(response)),
+            hooks::OnRequest::Respond(response) => return Err(Stop::Respond(response)),
             hooks::OnRequest::Forward { route_to: None } => {}
             hooks::OnRequest::Forward {
                 route_to: Some(name),
@@ -549,14 +560,14 @@ async fn prepare(
         };
     let head = (policy.has_hook(Hook::OnResponse) || policy.has_hook(Hook::OnUpstreamFailure))
         .then(|| parts.clone());
-    Ok(Prepared::Forward(Box::new(Outgoing {
+    Ok(Outgoing {
         request: forward::Outgoing { parts, body, hash },
         cluster,
         upgrade: downstream_upgrade,
         stats,
         authority,
         head,
-    })))
+    })
 }
 
 /// The replay cap for routes without `retry` whose plugins may resend (the config default of
@@ -627,8 +638,9 @@ async fn resend(
     if tokio::time::Instant::now() + delay >= deadline {
         return None;
     }
-    // A plugin's retry is a retry like the route's own: the budget (when the route has one)
-    // and the target cluster's `max_retries` bound it.
+    // A plugin's retry is a retry like the route's own: after its delay, the budget (when the
+    // route has one) and the target cluster's `max_retries` bound it.
+    tokio::time::sleep(delay).await;
     let metrics = &pending.inner.metrics.resilience;
     let _budget = match (&route.policy.retry, is_retry) {
         (Some(retry), true) => match retry.budget.try_retry() {
@@ -654,7 +666,6 @@ async fn resend(
     if is_retry {
         metrics.retried(&route.name);
     }
-    tokio::time::sleep(delay).await;
     pending.attempts += 1;
     pending.cluster = Some(target.name().clone());
     Some(send(prepared, &target, route, deadline, pending).await)

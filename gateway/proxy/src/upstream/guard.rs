@@ -138,26 +138,25 @@ impl Guards {
                 None => Breaker::new(params),
             })
         });
-        let endpoint_breakers = config
+        let per_endpoint = config
             .circuit_breaker
             .as_ref()
-            .filter(|b| b.per_endpoint)
-            .zip(breaker_params)
-            .map(|(_, params)| {
-                let carried = previous
-                    .and_then(|p| p.endpoint_breakers.as_ref())
-                    .map(|old| {
-                        old.lock()
-                            .iter()
-                            .map(|(a, b)| (*a, Arc::new(Breaker::carry_over(params, b))))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                EndpointBreakers {
-                    params,
-                    by_address: Mutex::new(carried),
-                }
-            });
+            .is_some_and(|b| b.per_endpoint);
+        let endpoint_breakers = breaker_params.filter(|_| per_endpoint).map(|params| {
+            let carried = previous
+                .and_then(|p| p.endpoint_breakers.as_ref())
+                .map(|old| {
+                    old.lock()
+                        .iter()
+                        .map(|(a, b)| (*a, Arc::new(Breaker::carry_over(params, b))))
+                        .collect()
+                })
+                .unwrap_or_default();
+            EndpointBreakers {
+                params,
+                by_address: Mutex::new(carried),
+            }
+        });
 
         let limits = config.limits.clone();
         let bulkhead_params = BulkheadParams {
@@ -173,11 +172,13 @@ impl Guards {
             }
             None => Arc::new(Bulkhead::new(bulkhead_params)),
         };
+        // The semaphore (with the connections it has handed out) carries over while its size
+        // is unchanged.
         let connections = (config.protocol == UpstreamProtocol::Http1).then(|| {
-            match previous.and_then(|p| p.connections.clone()) {
-                Some(old) if p_limit(previous) == limits.max_connections => old,
-                _ => Arc::new(Semaphore::new(limits.max_connections as usize)),
-            }
+            previous
+                .filter(|p| p.limits.max_connections == limits.max_connections)
+                .and_then(|p| p.connections.clone())
+                .unwrap_or_else(|| Arc::new(Semaphore::new(limits.max_connections as usize)))
         });
         let health = super::health::cluster_health(&name, config, previous.map(|p| &p.health));
 
@@ -556,10 +557,6 @@ pub(crate) fn state_name(state: BreakerState) -> &'static str {
         BreakerState::Open => "open",
         BreakerState::HalfOpen => "half-open",
     }
-}
-
-fn p_limit(previous: Option<&Guards>) -> u32 {
-    previous.map_or(0, |p| p.limits.max_connections)
 }
 
 /// The breaker parameters of a `circuit_breaker` section.

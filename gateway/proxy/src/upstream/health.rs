@@ -52,7 +52,8 @@ pub(crate) fn cluster_health(
     }
 }
 
-fn outlier_params(config: &levee_config::Cluster) -> OutlierParams {
+/// The detector's parameters of a cluster's `outlier_detection` section.
+pub(crate) fn outlier_params(config: &levee_config::Cluster) -> OutlierParams {
     let od = &config.outlier_detection;
     OutlierParams {
         enabled: od.enabled,
@@ -201,12 +202,19 @@ async fn run(
     let mut schedule = Schedule::default();
     let mut probes: JoinSet<(SocketAddr, Result<(), ProbeFailure>)> = JoinSet::new();
     let mut next_tick = Instant::now() + TICK;
+    // The endpoints last handed to `sync`: DNS may change them, but most rounds it has not.
+    let mut synced: Vec<Arc<levee_balance::Endpoint>> = Vec::new();
     loop {
         let now = Instant::now();
         let Some(current) = endpoints.upgrade().map(|e| e.all_endpoints()) else {
             return;
         };
-        health.sync(&current);
+        let changed = current.len() != synced.len()
+            || current.iter().zip(&synced).any(|(a, b)| !Arc::ptr_eq(a, b));
+        if changed {
+            health.sync(&current);
+            synced.clone_from(&current);
+        }
 
         if now >= next_tick {
             for event in health.tick(now) {

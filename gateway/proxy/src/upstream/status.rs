@@ -12,18 +12,19 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::guard::breaker_json;
-use super::health::reason_name;
+use super::health::{outlier_params, reason_name};
 use super::{Cluster, DISCOVERED_PRIORITY, DISCOVERED_WEIGHT, Source};
 use crate::metrics::{ClusterState, EndpointState};
 
 /// `{ name, lb, protocol, panic: { active, mode, threshold, levels: [{ priority, endpoints,
 /// usable, load }] }, breaker: {..} | null, limits: {..}, health: { usable, ejected, endpoints },
 /// availability: {..}, endpoints: [{ address, weight, priority, usable, health, ejected: { reason,
-/// remaining_ms } | null, ejection_count, probation, breaker, in_flight, requests_total,
+/// remaining_ms, duration_ms } | null, ejection_count, probation, breaker, in_flight, requests_total,
 /// ewma_latency_ms, open_connections, source, availability: {..} }] }`.
 pub(crate) fn cluster(cluster: &Cluster) -> Value {
     let now = Instant::now();
     let health = cluster.guards.health.status(now);
+    let outlier = outlier_params(&cluster.config);
     let statics = cluster
         .endpoints
         .statics
@@ -56,6 +57,8 @@ pub(crate) fn cluster(cluster: &Cluster) -> Value {
                         json!({
                             "reason": reason_name(e.reason),
                             "remaining_ms": e.remaining.as_millis() as u64,
+                            "duration_ms":
+                                outlier.ejection_duration(s.ejection_count).as_millis() as u64,
                         })
                     }),
                     s.ejection_count,
