@@ -5,8 +5,13 @@
 //! apart by the header, which is what the gateway's hot-swap tests look for. Each on-request
 //! also adds 1 to the counter `requests`.
 //!
-//! Config: a JSON string (`"v2"`), or `{ "version": "v2", "header": "x-plugin-version" }`.
-//! Without config the version is `unset`.
+//! Config: a JSON string (`"v2"`), or
+//! `{ "version": "v2", "header": "x-plugin-version", "on_response": true, "report_headers": false }`.
+//! Without config the version is `unset`. `on_response: false` tags requests only: the gateway
+//! then never calls `on-response` (the benchmark uses it to measure one `on-request` per
+//! request). `report_headers: true` also names, on the response, the headers `on-response` was
+//! given: `x-tagger-request-headers` and `x-tagger-response-headers`, comma-separated in the
+//! order received (the tests of a route's `request_headers` and `response_headers` read them).
 
 use levee_sdk::{
     HeaderMutation, Hooks, Policy, RequestAction, RequestHead, ResponseAction, ResponseHead, host,
@@ -21,6 +26,8 @@ pub const DEFAULT_HEADER: &str = "x-plugin-version";
 pub struct Tagger {
     header: String,
     version: String,
+    on_response: bool,
+    report_headers: bool,
 }
 
 #[derive(Deserialize)]
@@ -36,6 +43,14 @@ struct FullConfig {
     version: String,
     #[serde(default)]
     header: Option<String>,
+    #[serde(default = "yes")]
+    on_response: bool,
+    #[serde(default)]
+    report_headers: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 // === impl Tagger ===
@@ -54,19 +69,42 @@ impl Policy for Tagger {
             return Ok(Self {
                 header: DEFAULT_HEADER.to_owned(),
                 version: "unset".to_owned(),
+                on_response: true,
+                report_headers: false,
             });
         }
-        let (version, header) = match levee_sdk::config::parse::<RawConfig>(config)? {
-            RawConfig::Version(v) => (v, None),
-            RawConfig::Full(c) => (c.version, c.header),
+        let full = match levee_sdk::config::parse::<RawConfig>(config)? {
+            RawConfig::Version(version) => FullConfig {
+                version,
+                header: None,
+                on_response: true,
+                report_headers: false,
+            },
+            RawConfig::Full(c) => c,
         };
+        let FullConfig {
+            version,
+            header,
+            on_response,
+            report_headers,
+        } = full;
         if version.is_empty() {
             return Err("tagger: `version` must not be empty".to_owned());
         }
         Ok(Self {
             header: header.unwrap_or_else(|| DEFAULT_HEADER.to_owned()),
             version,
+            on_response,
+            report_headers,
         })
+    }
+
+    fn hooks(&self) -> Hooks {
+        if self.on_response {
+            Self::HOOKS
+        } else {
+            Self::HOOKS.difference(Hooks::ON_RESPONSE)
+        }
     }
 
     fn on_request(&mut self, _req: &RequestHead) -> RequestAction {
@@ -74,9 +112,24 @@ impl Policy for Tagger {
         RequestAction::proceed_with(self.tag())
     }
 
-    fn on_response(&mut self, _req: &RequestHead, _resp: &ResponseHead) -> ResponseAction {
-        ResponseAction::proceed_with(self.tag())
+    fn on_response(&mut self, req: &RequestHead, resp: &ResponseHead) -> ResponseAction {
+        let mut tag = self.tag();
+        if self.report_headers {
+            tag = tag
+                .set("x-tagger-request-headers", names(&req.headers))
+                .set("x-tagger-response-headers", names(&resp.headers));
+        }
+        ResponseAction::proceed_with(tag)
     }
+}
+
+/// The names in `headers`, comma-separated.
+fn names(headers: &[(String, Vec<u8>)]) -> String {
+    headers
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 levee_sdk::export!(Tagger);
@@ -115,6 +168,39 @@ mod tests {
         let action = p.on_request(&RequestHead::new("GET", "/"));
         assert_eq!(tag_of(&action, "x-tag").as_deref(), Some("v3"));
         assert_eq!(tag_of(&action, "x-plugin-version"), None);
+    }
+
+    #[test]
+    fn on_response_can_be_turned_off() {
+        let p = Plugin::<Tagger>::init(r#"{"version": "v3", "on_response": false}"#).unwrap();
+        assert_eq!(p.hooks(), Hooks::ON_REQUEST);
+        let p = Plugin::<Tagger>::init(r#"{"version": "v3"}"#).unwrap();
+        assert_eq!(p.hooks(), Hooks::ON_REQUEST | Hooks::ON_RESPONSE);
+    }
+
+    #[test]
+    #[should_panic(expected = "never call it")]
+    fn a_hook_turned_off_is_not_called() {
+        let mut p = Plugin::<Tagger>::init(r#"{"version": "v3", "on_response": false}"#).unwrap();
+        let req = RequestHead::new("GET", "/");
+        let _ = p.on_response(&req, &ResponseHead::new(200));
+    }
+
+    #[test]
+    fn reports_the_headers_it_was_given() {
+        let mut p = Plugin::<Tagger>::init(r#"{"version": "v1", "report_headers": true}"#).unwrap();
+        let mut req = RequestHead::new("GET", "/");
+        req.headers = vec![("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())];
+        let mut resp = ResponseHead::new(200);
+        resp.headers = vec![("content-type".into(), b"text/plain".to_vec())];
+        let ResponseAction::Proceed(tags) = p.on_response(&req, &resp) else {
+            panic!("tagger proceeds");
+        };
+        assert_eq!(tags.get("x-tagger-request-headers"), Some(&b"a,b"[..]));
+        assert_eq!(
+            tags.get("x-tagger-response-headers"),
+            Some(&b"content-type"[..])
+        );
     }
 
     #[test]

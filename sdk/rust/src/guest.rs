@@ -32,8 +32,9 @@ use levee::policy::types as wit;
 /// Builds the policy from `config` and keeps it in `cell`, replacing any earlier one.
 pub fn init<P: Policy>(cell: &RefCell<Option<P>>, config: &[u8]) -> Result<wit::Hooks, String> {
     let policy = P::init(config)?;
+    let wanted = policy.hooks().intersection(P::HOOKS);
     *cell.borrow_mut() = Some(policy);
-    Ok(hooks(P::HOOKS))
+    Ok(hooks(wanted))
 }
 
 /// Runs [`Policy::on_request`].

@@ -4,7 +4,7 @@
 //! `wasm32-wasip2` as a `cdylib`: the result is a WebAssembly component for the
 //! `levee:policy/plugin` world (`sdk/wit/levee.wit`). The gateway calls [`Policy::init`] once
 //! per instance with the route's config, then only the hooks the plugin declared in
-//! [`Policy::HOOKS`].
+//! [`Policy::HOOKS`] (or, when its config turns some off, in [`Policy::hooks`]).
 //!
 //! ```
 //! use levee_sdk::{HeaderMutation, Hooks, Policy, RequestAction, RequestHead};
@@ -37,6 +37,8 @@
 #[cfg(target_arch = "wasm32")]
 extern crate self as levee_sdk;
 
+#[allow(unsafe_code)]
+pub mod alloc;
 pub mod host;
 mod types;
 
@@ -45,6 +47,11 @@ pub mod config;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
+
+/// Every `wasm32` plugin allocates through free lists of small blocks: see [`alloc`].
+#[cfg(all(target_arch = "wasm32", feature = "small-alloc"))]
+#[global_allocator]
+static ALLOC: alloc::SmallAlloc<std::alloc::System> = alloc::SmallAlloc::new(std::alloc::System);
 
 // The generated bindings are only compiled for Wasm, so native builds need no host imports.
 #[cfg(target_arch = "wasm32")]
@@ -65,10 +72,18 @@ pub use types::{
 /// them after a number of calls or any trap, so state in `self` is per instance, never global.
 ///
 /// Every hook has a default that changes nothing, so a policy implements only the hooks it
-/// lists in [`Policy::HOOKS`]. The host never calls a hook missing from `HOOKS`.
+/// lists in [`Policy::HOOKS`]. The host never calls a hook missing from `HOOKS`, nor one that
+/// [`Policy::hooks`] leaves out.
 pub trait Policy: Sized + 'static {
     /// The hooks this policy implements.
     const HOOKS: Hooks;
+
+    /// The hooks this instance wants called, decided once its config is known: by default all
+    /// of [`Policy::HOOKS`]. Leave out a hook the config makes a no-op, and the gateway saves
+    /// the whole call on every request. Hooks outside `HOOKS` are ignored.
+    fn hooks(&self) -> Hooks {
+        Self::HOOKS
+    }
 
     /// Builds the policy from the route's `config`: JSON text, `null` when the route gives none
     /// (see [`config::parse`] and [`config::parse_or_default`]). An error rejects the config: the

@@ -51,8 +51,9 @@ struct CacheEntry {
 
 /// A [`Policy`] driven as the gateway drives it.
 ///
-/// Calling a hook the policy did not declare in [`Policy::HOOKS`] panics: the gateway would
-/// never call it, so a test that does is testing nothing.
+/// Calling a hook the policy did not declare in [`Policy::HOOKS`], or that its
+/// [`Policy::hooks`] left out, panics: the gateway would never call it, so a test that does is
+/// testing nothing.
 #[derive(Debug)]
 pub struct Plugin<P> {
     policy: P,
@@ -226,9 +227,10 @@ impl<P: Policy> Plugin<P> {
         P::init(config).map(|policy| Self { policy })
     }
 
-    /// The hooks the policy declared.
+    /// The hooks the gateway would call: those of [`Policy::hooks`] that the policy declared
+    /// in [`Policy::HOOKS`].
     pub fn hooks(&self) -> Hooks {
-        P::HOOKS
+        self.policy.hooks().intersection(P::HOOKS)
     }
 
     /// The policy itself.
@@ -238,7 +240,7 @@ impl<P: Policy> Plugin<P> {
 
     /// Calls [`Policy::on_request`].
     pub fn on_request(&mut self, req: &RequestHead) -> RequestAction {
-        Self::expect_hook(Hooks::ON_REQUEST);
+        self.expect_hook(Hooks::ON_REQUEST);
         self.policy.on_request(req)
     }
 
@@ -256,7 +258,7 @@ impl<P: Policy> Plugin<P> {
         resp: &ResponseHead,
         body: &[u8],
     ) -> ResponseAction {
-        Self::expect_hook(Hooks::ON_RESPONSE);
+        self.expect_hook(Hooks::ON_RESPONSE);
         let action = self.policy.on_response(req, resp);
         if let ResponseAction::ProceedAndStore(spec) = &action {
             let ttl_ms = spec.ttl_seconds.saturating_mul(1000);
@@ -271,15 +273,15 @@ impl<P: Policy> Plugin<P> {
         req: &RequestHead,
         failure: &UpstreamFailure,
     ) -> FallbackDecision {
-        Self::expect_hook(Hooks::ON_UPSTREAM_FAILURE);
+        self.expect_hook(Hooks::ON_UPSTREAM_FAILURE);
         self.policy.on_upstream_failure(req, failure)
     }
 
-    fn expect_hook(hook: Hooks) {
+    fn expect_hook(&self, hook: Hooks) {
         assert!(
-            P::HOOKS.contains(hook),
-            "{hook:?} is not in the policy's HOOKS ({:?}): the gateway would never call it",
-            P::HOOKS
+            self.hooks().contains(hook),
+            "{hook:?} is not in the policy's hooks ({:?}): the gateway would never call it",
+            self.hooks()
         );
     }
 }

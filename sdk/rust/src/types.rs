@@ -654,6 +654,16 @@ impl Hooks {
     pub const fn union(self, other: Hooks) -> Hooks {
         Hooks(self.0 | other.0)
     }
+
+    /// The hooks in both sets.
+    pub const fn intersection(self, other: Hooks) -> Hooks {
+        Hooks(self.0 & other.0)
+    }
+
+    /// The hooks of `self` that are not in `other`.
+    pub const fn difference(self, other: Hooks) -> Hooks {
+        Hooks(self.0 & !other.0)
+    }
 }
 
 impl BitOr for Hooks {
