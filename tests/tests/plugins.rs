@@ -210,6 +210,53 @@ async fn tagger_tags_the_upstream_request_and_the_response() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_passes_its_hooks_only_the_headers_it_names() {
+    bounded(async {
+        let upstream = Server::http1().name("echo").run().await;
+        let tagger = "tagger\n    config: { version: v1, report_headers: true }\n";
+        let gateway = start_rust(
+            &[
+                route("all", "/all/", "main").with(&format!("plugins:\n  - name: {tagger}")),
+                route("some", "/some/", "main").with(&format!(
+                    "plugins:\n  - name: {tagger}    request_headers: [X-Wanted, x-absent]\n    \
+                     response_headers: [content-length]\n"
+                )),
+                route("none", "/none/", "main").with(&format!(
+                    "plugins:\n  - name: {tagger}    request_headers: []\n    response_headers: []\n"
+                )),
+            ],
+            &[cluster("main", &[upstream.addr()])],
+            &[(plugin("tagger", "tagger.wasm"), "tagger")],
+        )
+        .await;
+        let sent = [("x-wanted", "1"), ("x-other", "2")];
+
+        let all = get_with(&gateway, "/all/", &sent).await;
+        assert_eq!(all.status, StatusCode::OK, "{}", all.text());
+        let request_headers = all.header("x-tagger-request-headers").unwrap_or_default();
+        for name in ["x-wanted", "x-other", "x-request-id", "x-forwarded-for"] {
+            assert!(request_headers.split(',').any(|n| n == name), "{request_headers}");
+        }
+        let response_headers = all.header("x-tagger-response-headers").unwrap_or_default();
+        assert!(response_headers.split(',').count() > 1, "{response_headers}");
+
+        let some = get_with(&gateway, "/some/", &sent).await;
+        assert_eq!(some.status, StatusCode::OK, "{}", some.text());
+        assert_eq!(some.header("x-tagger-request-headers"), Some("x-wanted"));
+        assert_eq!(some.header("x-tagger-response-headers"), Some("content-length"));
+        // The filter limits what the plugin sees, not what is forwarded.
+        assert_eq!(some.echoed_header("x-other").as_deref(), Some("2"));
+
+        let none = get_with(&gateway, "/none/", &sent).await;
+        assert_eq!(none.header("x-tagger-request-headers"), Some(""));
+        assert_eq!(none.header("x-tagger-response-headers"), Some(""));
+        assert_eq!(none.header("x-plugin-version"), Some("v1"));
+        gateway.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_fallback_serves_its_page_when_the_upstream_fails_or_the_circuit_is_open() {
     bounded(async {
         let guarded = ChaosUpstream::start("guarded").await;

@@ -643,6 +643,10 @@ pub struct RoutePlugin {
     pub name: String,
     /// The `config` value as JSON text (`null` when absent); handed to the plugin's `init`.
     pub config: String,
+    /// The request headers (lower-case names) the hooks receive; `None` passes all.
+    pub request_headers: Option<Vec<String>>,
+    /// The response headers (lower-case names) `on-response` receives; `None` passes all.
+    pub response_headers: Option<Vec<String>>,
 }
 
 mod humantime_serde_opt {

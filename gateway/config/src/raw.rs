@@ -505,6 +505,10 @@ pub(crate) struct RawRoutePlugin {
     pub(crate) name: String,
     /// Any value; handed to the plugin's `init` as JSON. `null` when absent.
     pub(crate) config: Option<Value>,
+    /// The request headers the plugin's hooks receive. Absent: all of them.
+    pub(crate) request_headers: Option<Vec<String>>,
+    /// The response headers `on-response` receives. Absent: all of them.
+    pub(crate) response_headers: Option<Vec<String>>,
 }
 
 // === resilience: clusters ===

@@ -169,6 +169,8 @@ routes:
     plugins:
       - name: shed
         config: { header: x-priority, keep: [high] }
+        request_headers: [X-Priority]
+        response_headers: []
       - name: audit
   - name: exact
     match: { host: "*.Example.com", path: /healthz }
@@ -424,10 +426,14 @@ fn full_file_with_every_key_produces_the_expected_config() {
                     RoutePlugin {
                         name: "shed".into(),
                         config: r#"{"header":"x-priority","keep":["high"]}"#.into(),
+                        request_headers: Some(vec!["x-priority".into()]),
+                        response_headers: Some(vec![]),
                     },
                     RoutePlugin {
                         name: "audit".into(),
                         config: "null".into(),
+                        request_headers: None,
+                        response_headers: None,
                     },
                 ],
             },
@@ -2021,7 +2027,30 @@ fn route_plugins_must_be_defined_once_and_carry_their_config_as_json() {
         vec![RoutePlugin {
             name: "shed".into(),
             config: r#"[1,"two",{"three":3.5}]"#.into(),
+            request_headers: None,
+            response_headers: None,
         }]
+    );
+
+    let bad_names = with_listener(
+        "routes:\n  - name: r\n    cluster: c\n    plugins:\n      - { name: shed, request_headers: [x-ok, \"bad name\"], response_headers: [\"x:y\"] }\n\
+         clusters:\n  - { name: c, endpoints: [ { address: 127.0.0.1:1 } ] }\n\
+         plugins:\n  - { name: shed, path: plugins/shed.wasm }\n",
+    );
+    assert_errors(
+        &bad_names,
+        &[
+            (
+                "routes[0].plugins[0].request_headers[1]",
+                "\"bad name\"",
+                "`bad name` is not a valid header name",
+            ),
+            (
+                "routes[0].plugins[0].response_headers[0]",
+                "\"x:y\"",
+                "`x:y` is not a valid header name",
+            ),
+        ],
     );
 
     let undefined = route_and_cluster("    plugins: [ { name: shed } ]\n", "");

@@ -24,8 +24,8 @@ pub(crate) mod convert {
     use super::levee::policy::types as wit;
     use crate::status::PluginStats;
     use crate::types::{
-        CircuitState, ClusterHealth, FailureKind, FallbackDecision, HeaderMutation, Hooks,
-        LocalResponse, LogLevel, RequestAction, RequestHead, ResponseAction, ResponseHead,
+        CircuitState, ClusterHealth, FailureKind, FallbackDecision, HeaderFilter, HeaderMutation,
+        Hooks, LocalResponse, LogLevel, RequestAction, RequestHead, ResponseAction, ResponseHead,
         RetrySpec, StoreSpec, UpstreamFailure,
     };
 
@@ -49,12 +49,26 @@ pub(crate) mod convert {
 
     // === inputs ===
 
-    /// The headers as the borrowed list the guest receives.
-    pub(crate) fn header_list(headers: &HeaderMap) -> Vec<(&str, &[u8])> {
-        headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_bytes()))
-            .collect()
+    /// The headers `filter` lets through, as the borrowed list the guest receives.
+    pub(crate) fn header_list<'a>(
+        headers: &'a HeaderMap,
+        filter: &'a HeaderFilter,
+    ) -> Vec<(&'a str, &'a [u8])> {
+        match filter {
+            HeaderFilter::All => headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_bytes()))
+                .collect(),
+            HeaderFilter::Only(names) => names
+                .iter()
+                .flat_map(|name| {
+                    headers
+                        .get_all(name)
+                        .iter()
+                        .map(|value| (name.as_str(), value.as_bytes()))
+                })
+                .collect(),
+        }
     }
 
     pub(crate) fn request_head<'a>(

@@ -100,6 +100,12 @@ impl Breaker {
         self.opened
     }
 
+    /// Closed with no fault counted: a call is admitted, and a call that succeeds changes
+    /// nothing. The plugin reads this without the lock on every call.
+    pub(crate) fn is_clean(&self) -> bool {
+        matches!(self.state, State::Closed { consecutive } if consecutive == [0; 3])
+    }
+
     pub(crate) fn admit(&mut self, now: Instant) -> Admission {
         match self.state {
             State::Closed { .. } => Admission::Run,
@@ -179,6 +185,26 @@ mod tests {
             base_open: Duration::from_secs(1),
             max_open: Duration::from_secs(3),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clean_only_while_closed_with_no_fault_counted() {
+        let mut b = Breaker::new(params());
+        assert!(b.is_clean());
+        b.record(Admission::Run, Hook::OnResponse, true, Instant::now());
+        assert!(!b.is_clean());
+        b.record(Admission::Run, Hook::OnResponse, false, Instant::now());
+        assert!(b.is_clean());
+        for _ in 0..3 {
+            b.record(Admission::Run, Hook::OnRequest, true, Instant::now());
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(!b.is_clean());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(b.admit(Instant::now()), Admission::Probe);
+        assert!(!b.is_clean());
+        b.record(Admission::Probe, Hook::OnRequest, false, Instant::now());
+        assert!(b.is_clean());
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,7 +13,7 @@ use wasmtime::{ResourceLimiter, Store, Trap};
 use crate::bindings::levee::policy::{host, types as wit};
 use crate::bindings::{self, convert};
 use crate::params::PluginLimits;
-use crate::services::HostServices;
+use crate::services::{CounterHandle, HostServices};
 use crate::status::PluginStats;
 use crate::types::FaultKind;
 
@@ -31,6 +31,9 @@ pub(crate) struct PluginShared {
 pub(crate) struct HostState {
     shared: Arc<PluginShared>,
     limiter: MemoryLimiter,
+    /// The counters this instance has added to, with their handles (if the services give
+    /// handles): the name cap is checked once per name, and the counter found once.
+    counters: Vec<(String, Option<CounterHandle>)>,
 }
 
 /// Caps linear memory growth at the plugin's `limits.memory`, and remembers that it refused,
@@ -111,6 +114,7 @@ impl HostState {
                 size: 0,
                 refused: false,
             },
+            counters: Vec::new(),
         }
     }
 }
@@ -160,15 +164,25 @@ impl host::Host for HostState {
     }
 
     fn counter_add(&mut self, name: String, delta: i64) {
-        if self.shared.admit_counter(&name) {
-            self.shared
-                .services
-                .counter_add(&self.shared.name, &name, delta);
-        } else {
-            self.shared
-                .stats
-                .counters_dropped
-                .fetch_add(1, Ordering::Relaxed);
+        let shared = &self.shared;
+        let known = match self.counters.iter().position(|(n, _)| *n == name) {
+            Some(i) => i,
+            None if shared.admit_counter(&name) => {
+                let handle = shared.services.counter(&shared.name, &name);
+                self.counters.push((name, handle));
+                self.counters.len() - 1
+            }
+            None => {
+                shared
+                    .stats
+                    .counters_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        match &self.counters[known] {
+            (_, Some(handle)) => handle(delta),
+            (name, None) => shared.services.counter_add(&shared.name, name, delta),
         }
     }
 

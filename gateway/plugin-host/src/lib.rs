@@ -34,11 +34,11 @@ pub use error::PluginError;
 pub use params::{BreakerParams, EngineParams, Isolation, OnError, PluginLimits, PluginParams};
 pub use plugin::{BoundPlugin, Plugin};
 pub use runtime::{CompiledPlugin, PluginRuntime};
-pub use services::{HostServices, NoServices};
+pub use services::{CounterHandle, HostServices, NoServices};
 pub use set::PluginSet;
 pub use status::{LATENCY_BUCKETS_MICROS, PluginStatus};
 pub use types::{
-    Bypass, CircuitState, ClusterHealth, FailureKind, FallbackDecision, FaultKind, HeaderMutation,
-    Hook, Hooks, LocalResponse, LogLevel, Outcome, RequestAction, RequestHead, ResponseAction,
-    ResponseHead, RetrySpec, StoreSpec, UpstreamFailure,
+    Bypass, CircuitState, ClusterHealth, FailureKind, FallbackDecision, FaultKind, HeaderFilter,
+    HeaderMutation, Hook, Hooks, LocalResponse, LogLevel, Outcome, RequestAction, RequestHead,
+    ResponseAction, ResponseHead, RetrySpec, StoreSpec, UpstreamFailure,
 };

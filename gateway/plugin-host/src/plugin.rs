@@ -16,7 +16,7 @@
 //! snapshot.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -31,8 +31,8 @@ use crate::runtime::CompiledPlugin;
 use crate::services::HostServices;
 use crate::status::PluginStatus;
 use crate::types::{
-    Bypass, FallbackDecision, FaultKind, Hook, Hooks, Outcome, RequestAction, RequestHead,
-    ResponseAction, ResponseHead, UpstreamFailure,
+    Bypass, FallbackDecision, FaultKind, HeaderFilter, Hook, Hooks, Outcome, RequestAction,
+    RequestHead, ResponseAction, ResponseHead, UpstreamFailure,
 };
 
 /// One plugin version, loaded: compiled component, params, breaker and counters.
@@ -42,6 +42,9 @@ pub struct Plugin {
     compiled: Arc<CompiledPlugin>,
     shared: Arc<PluginShared>,
     breaker: Mutex<Breaker>,
+    /// [`Breaker::is_clean`], kept up to date under the breaker's lock: while it holds, a call
+    /// takes neither the lock nor the time, before or after.
+    clean: AtomicBool,
     deadline_ticks: u64,
 }
 
@@ -50,6 +53,8 @@ pub struct BoundPlugin {
     plugin: Arc<Plugin>,
     config: Box<[u8]>,
     hooks: Hooks,
+    request_headers: HeaderFilter,
+    response_headers: HeaderFilter,
     pool: Mutex<Vec<Instance>>,
 }
 
@@ -72,6 +77,7 @@ impl Plugin {
             engine,
             deadline_ticks: deadline_ticks(params.limits.deadline, epoch_tick),
             breaker: Mutex::new(Breaker::new(params.breaker.clone())),
+            clean: AtomicBool::new(true),
             params,
             compiled,
             shared,
@@ -130,6 +136,8 @@ impl Plugin {
             plugin: Arc::clone(self),
             config: config.into(),
             hooks,
+            request_headers: HeaderFilter::All,
+            response_headers: HeaderFilter::All,
             pool: Mutex::new(Vec::new()),
         };
         bound.give_back(instance);
@@ -202,6 +210,15 @@ impl BoundPlugin {
         self.hooks
     }
 
+    /// Passes the hooks only the request and response headers the filters let through (by
+    /// default, all of them).
+    #[must_use]
+    pub fn with_headers(mut self, request: HeaderFilter, response: HeaderFilter) -> Self {
+        self.request_headers = request;
+        self.response_headers = response;
+        self
+    }
+
     /// Warm instances waiting in this binding's pool.
     pub fn pooled(&self) -> usize {
         self.pool().len()
@@ -217,7 +234,7 @@ impl BoundPlugin {
         if !self.hooks.on_request {
             return Outcome::NotImplemented;
         }
-        let headers = convert::header_list(req.headers);
+        let headers = convert::header_list(req.headers, &self.request_headers);
         let req = convert::request_head(req, &headers);
         let stats = &self.plugin.shared.stats;
         self.call(Hook::OnRequest, |instance| {
@@ -238,9 +255,9 @@ impl BoundPlugin {
         if !self.hooks.on_response {
             return Outcome::NotImplemented;
         }
-        let req_headers = convert::header_list(req.headers);
+        let req_headers = convert::header_list(req.headers, &self.request_headers);
         let req = convert::request_head(req, &req_headers);
-        let resp_headers = convert::header_list(resp.headers);
+        let resp_headers = convert::header_list(resp.headers, &self.response_headers);
         let resp = convert::response_head(resp, &resp_headers);
         let stats = &self.plugin.shared.stats;
         self.call(Hook::OnResponse, |instance| {
@@ -262,7 +279,7 @@ impl BoundPlugin {
         if !self.hooks.on_upstream_failure {
             return Outcome::NotImplemented;
         }
-        let headers = convert::header_list(req.headers);
+        let headers = convert::header_list(req.headers, &self.request_headers);
         let req = convert::request_head(req, &headers);
         let failure = convert::upstream_failure(failure);
         let stats = &self.plugin.shared.stats;
@@ -284,7 +301,12 @@ impl BoundPlugin {
         let plugin = &*self.plugin;
         let stats = &plugin.shared.stats;
         stats.calls.fetch_add(1, Ordering::Relaxed);
-        let admission = plugin.breaker().admit(tokio::time::Instant::now());
+        let clean = plugin.clean.load(Ordering::Acquire);
+        let admission = if clean {
+            Admission::Run
+        } else {
+            plugin.breaker().admit(tokio::time::Instant::now())
+        };
         if admission == Admission::Reject {
             stats.bypassed.fetch_add(1, Ordering::Relaxed);
             return match plugin.params.on_error {
@@ -300,12 +322,19 @@ impl BoundPlugin {
             result = self.run_once(true, &mut run);
         }
         stats.latency(started.elapsed());
-        let opened = plugin.breaker().record(
-            admission,
-            hook,
-            result.is_err(),
-            tokio::time::Instant::now(),
-        );
+        let opened = if clean && result.is_ok() {
+            None
+        } else {
+            let mut breaker = plugin.breaker();
+            let opened = breaker.record(
+                admission,
+                hook,
+                result.is_err(),
+                tokio::time::Instant::now(),
+            );
+            plugin.clean.store(breaker.is_clean(), Ordering::Release);
+            opened
+        };
         if let (Some(open_for), Err(kind)) = (opened, &result) {
             tracing::warn!(
                 plugin = plugin.name(),

@@ -11,6 +11,9 @@ use bytes::Bytes;
 
 use crate::types::{ClusterHealth, LogLevel};
 
+/// Adds to one counter without looking it up: see [`HostServices::counter`].
+pub type CounterHandle = Box<dyn Fn(i64) + Send + Sync>;
+
 /// The gateway's side of the `host` interface.
 pub trait HostServices: Send + Sync + 'static {
     /// The health of `cluster`, or `None` if there is no such cluster. By default there is
@@ -46,6 +49,15 @@ pub trait HostServices: Send + Sync + 'static {
     /// applied. By default counters are dropped.
     fn counter_add(&self, plugin: &str, name: &str, delta: i64) {
         let _ = (plugin, name, delta);
+    }
+
+    /// A handle that adds to `plugin`'s counter `name` as [`HostServices::counter_add`] does,
+    /// without finding the counter again: a plugin that counts every request then pays a
+    /// lookup once per instance and name, not per call. The counter-name cap has already been
+    /// applied. By default there is none, and every add goes through `counter_add`.
+    fn counter(&self, plugin: &str, name: &str) -> Option<CounterHandle> {
+        let _ = (plugin, name);
+        None
     }
 
     /// Writes a log line from `plugin`. By default it goes to `tracing` under the

@@ -594,6 +594,11 @@ impl Metrics {
         self.plugins.counter_add(plugin, name, delta);
     }
 
+    /// The series of a plugin's counter `name`, to add to without finding it again.
+    pub fn plugin_counter(&self, plugin: &str, name: &str) -> Gauge {
+        self.plugins.counter(plugin, name)
+    }
+
     /// Renders the OpenMetrics text exposition; serve it with [`CONTENT_TYPE`].
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(4096);

@@ -14,8 +14,8 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use levee_config::{Config, PluginIsolation, PluginOnError};
 use levee_plugin_host::{
-    ClusterHealth, EngineParams, HostServices, Isolation, OnError, PluginLimits, PluginParams,
-    PluginRuntime, PluginSet,
+    ClusterHealth, CounterHandle, EngineParams, HostServices, Isolation, OnError, PluginLimits,
+    PluginParams, PluginRuntime, PluginSet,
 };
 use levee_resilience::store::ResponseStore;
 
@@ -181,6 +181,13 @@ impl HostServices for GatewayServices {
 
     fn counter_add(&self, plugin: &str, name: &str, delta: i64) {
         self.metrics.plugin_counter_add(plugin, name, delta);
+    }
+
+    fn counter(&self, plugin: &str, name: &str) -> Option<CounterHandle> {
+        let gauge = self.metrics.plugin_counter(plugin, name);
+        Some(Box::new(move |delta| {
+            gauge.inc_by(delta);
+        }))
     }
 }
 

@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderName;
 use levee_config::Config;
-use levee_plugin_host::PluginSet;
+use levee_plugin_host::{HeaderFilter, PluginSet};
 use levee_resilience::store::ResponseStore;
 
 use crate::metrics::Metrics;
@@ -103,9 +104,8 @@ impl Snapshot {
                 })?;
                 let kept = before.and_then(|b| {
                     let old = b.plugins.get(i)?;
-                    (Arc::ptr_eq(old.plugin(), plugin)
-                        && b.plugin_configs.get(i) == Some(&named.config))
-                    .then(|| old.clone())
+                    (Arc::ptr_eq(old.plugin(), plugin) && b.plugin_configs.get(i) == Some(named))
+                        .then(|| old.clone())
                 });
                 if let Some(kept) = kept {
                     plugins.push(kept);
@@ -117,6 +117,10 @@ impl Snapshot {
                         route.name, named.name
                     ))
                 })?;
+                let binding = binding.with_headers(
+                    header_filter(named.request_headers.as_deref()),
+                    header_filter(named.response_headers.as_deref()),
+                );
                 plugins.push(Arc::new(binding));
             }
             bound.insert(route.name.clone(), plugins);
@@ -229,6 +233,20 @@ impl Snapshot {
             .map(|c| c.status())
             .collect();
         serde_json::json!({ "clusters": clusters })
+    }
+}
+
+/// A route plugin's `request_headers` or `response_headers` as the host's filter. The names
+/// were checked when the config was validated; one that still does not parse is left out.
+fn header_filter(names: Option<&[String]>) -> HeaderFilter {
+    match names {
+        None => HeaderFilter::All,
+        Some(names) => HeaderFilter::Only(
+            names
+                .iter()
+                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+                .collect(),
+        ),
     }
 }
 

@@ -131,11 +131,26 @@ impl Checker<'_> {
                     ),
                 );
             }
+            let mut names = |field: &str, names: Option<Vec<String>>| {
+                names.map(|names| {
+                    names
+                        .iter()
+                        .enumerate()
+                        .map(|(j, name)| {
+                            self.header_name(&format!("{key}[{i}].{field}[{j}]"), name)
+                        })
+                        .collect()
+                })
+            };
+            let request_headers = names("request_headers", plugin.request_headers);
+            let response_headers = names("response_headers", plugin.response_headers);
             out.push(RoutePlugin {
                 name: plugin.name,
                 config: plugin
                     .config
                     .map_or_else(|| "null".to_owned(), |v| v.to_string()),
+                request_headers,
+                response_headers,
             });
         }
         out

@@ -90,12 +90,17 @@ impl PluginMetrics {
 
     /// Adds `delta` to a plugin's counter `name` (the host caps the names per plugin).
     pub fn counter_add(&self, plugin: &str, name: &str, delta: i64) {
+        self.counter(plugin, name).inc_by(delta);
+    }
+
+    /// The series of a plugin's counter `name`: a handle that shares its value.
+    pub fn counter(&self, plugin: &str, name: &str) -> Gauge {
         self.counters
             .get_or_create(&CounterLabels {
                 plugin: plugin.to_owned(),
                 name: name.to_owned(),
             })
-            .inc_by(delta);
+            .clone()
     }
 }
 

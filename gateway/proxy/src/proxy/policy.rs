@@ -26,8 +26,8 @@ pub(crate) struct RoutePolicy {
     pub(crate) fallback: Option<FallbackPolicy>,
     /// The route's plugins, bound (each `init`ed with the route's config), in config order.
     pub(crate) plugins: Vec<Arc<BoundPlugin>>,
-    /// The config each binding was made with, in the same order.
-    pub(crate) plugin_configs: Vec<String>,
+    /// What each binding was made from (name, config, header filters), in the same order.
+    pub(crate) plugin_configs: Vec<levee_config::RoutePlugin>,
 }
 
 /// The route's `retry` section with its backoff and budget.
@@ -74,7 +74,7 @@ impl RoutePolicy {
     ) -> RoutePolicy {
         RoutePolicy {
             plugins,
-            plugin_configs: route.plugins.iter().map(|p| p.config.clone()).collect(),
+            plugin_configs: route.plugins.clone(),
             retry: route.retry.as_ref().map(|retry| {
                 let kept = previous
                     .and_then(|p| p.retry.as_ref())
