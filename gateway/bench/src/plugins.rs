@@ -61,7 +61,22 @@ pub(crate) enum Variant {
     Pooled,
     /// (c): `tagger` on the measured route, `isolation: per-request`.
     PerRequest,
+    /// (d): `tagger` on the measured route, pooled, with `on-response` turned off in its
+    /// config: one `on-request` call per request, given every request header.
+    OnRequestOnly,
+    /// (e): as (d), with `request_headers: []`: the call is given no headers.
+    OnRequestNoHeaders,
 }
+
+/// The throughput gateways, in the order each round measures them, with their labels.
+const VARIANTS: [(Variant, &str); 6] = [
+    (Variant::NoPlugins, "0"),
+    (Variant::ConfiguredElsewhere, "a"),
+    (Variant::Pooled, "b"),
+    (Variant::PerRequest, "c"),
+    (Variant::OnRequestOnly, "d"),
+    (Variant::OnRequestNoHeaders, "e"),
+];
 
 /// One gateway of the failing comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,11 +116,11 @@ struct FailingRound {
 struct PluginReport {
     machine: Machine,
     settings: Settings,
-    /// Throughput rounds of (0), (a), (b), (c), in that order; `rounds[v][i]` ran in round `i`.
-    rounds: [Vec<Round>; 4],
+    /// Throughput rounds of [`VARIANTS`], in that order; `rounds[v][i]` ran in round `i`.
+    rounds: [Vec<Round>; 6],
     /// `VmRSS` of each throughput gateway after its rounds, bytes.
-    rss: [u64; 4],
-    /// `/plugins` of (a), (b) and (c) after the rounds, one line each.
+    rss: [u64; 6],
+    /// `/plugins` of (a) to (e) after the rounds, one line each.
     plugin_state: Vec<String>,
     /// Failing rounds with the declarative fallback and with the plugin, in order.
     failing: [Vec<FailingRound>; 2],
@@ -132,6 +147,16 @@ struct Settings {
 /// differs from (0) only by the plugin it has configured and bound to `/other/`.
 pub(crate) fn throughput_config(upstreams: &[SocketAddr], variant: Variant, wasm: &Wasm) -> String {
     let tagger = "      - name: tagger\n        config: { version: bench }\n";
+    let measured = match variant {
+        Variant::OnRequestOnly => {
+            "      - name: tagger\n        config: { version: bench, on_response: false }\n"
+        }
+        Variant::OnRequestNoHeaders => {
+            "      - name: tagger\n        config: { version: bench, on_response: false }\n        \
+             request_headers: []\n"
+        }
+        _ => tagger,
+    };
     let mut out = String::from(
         "listeners:\n  - name: bench\n    address: 127.0.0.1:0\n    limits: { max_connections: 30000 }\n\
          admin:\n  address: 127.0.0.1:0\nroutes:\n  - name: other\n    match: { path_prefix: \"/other/\" }\n    cluster: bench\n",
@@ -141,9 +166,9 @@ pub(crate) fn throughput_config(upstreams: &[SocketAddr], variant: Variant, wasm
         out.push_str(tagger);
     }
     out.push_str("  - name: bench\n    match: { path_prefix: \"/\" }\n    cluster: bench\n");
-    if matches!(variant, Variant::Pooled | Variant::PerRequest) {
+    if !matches!(variant, Variant::NoPlugins | Variant::ConfiguredElsewhere) {
         out.push_str("    plugins:\n");
-        out.push_str(tagger);
+        out.push_str(measured);
     }
     out.push_str(
         "clusters:\n  - name: bench\n    lb: round-robin\n    max_idle_per_endpoint: 64\n    endpoints:\n",
@@ -153,7 +178,10 @@ pub(crate) fn throughput_config(upstreams: &[SocketAddr], variant: Variant, wasm
     }
     let isolation = match variant {
         Variant::NoPlugins => None,
-        Variant::ConfiguredElsewhere | Variant::Pooled => Some("pooled"),
+        Variant::ConfiguredElsewhere
+        | Variant::Pooled
+        | Variant::OnRequestOnly
+        | Variant::OnRequestNoHeaders => Some("pooled"),
         Variant::PerRequest => Some("per-request"),
     };
     if let Some(isolation) = isolation {
@@ -281,12 +309,7 @@ fn run_in(
         .map(|_| targets::start_upstream(&s.load_cpus, 1))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let addrs: Vec<SocketAddr> = upstreams.iter().map(|u| u.address).collect();
-    let variants = [
-        (Variant::NoPlugins, "0"),
-        (Variant::ConfiguredElsewhere, "a"),
-        (Variant::Pooled, "b"),
-        (Variant::PerRequest, "c"),
-    ];
+    let variants = VARIANTS;
     let mut gateways = Vec::with_capacity(variants.len());
     for (variant, name) in variants {
         gateways.push(targets::start_levee(
@@ -297,7 +320,7 @@ fn run_in(
         )?);
     }
     let total = args.rounds.max(1);
-    let mut rounds: [Vec<Round>; 4] = Default::default();
+    let mut rounds: [Vec<Round>; 6] = Default::default();
     for round in 0..total {
         for (i, server) in gateways.iter_mut().enumerate() {
             progress(&format!(
@@ -312,7 +335,7 @@ fn run_in(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut rss = [0u64; 4];
+    let mut rss = [0u64; 6];
     let mut plugin_state = Vec::new();
     for (i, server) in gateways.iter_mut().enumerate() {
         server.proc.check_alive()?;
@@ -506,11 +529,13 @@ impl PluginReport {
             "- Placement: Levee processes (`--workers 1`; loaded one at a time) on CPU {}; the \
              upstreams (1 thread each), wrk, the open-loop client and the harness on CPU {}.\n\
              - Throughput: `wrk -t1 -c{}`, closed loop, {} measured after {} of warm-up, in {} \
-             rounds of (0), (a), (b), (c). Routes `/other/` and `/` over one cluster of two \
+             rounds of (0) to (e). Routes `/other/` and `/` over one cluster of two \
              upstreams; wrk requests `/`.\n\
              - (0): no plugin. (a): `tagger` configured and bound to `/other/` only. (b): \
-             `tagger` on `/`, `isolation: pooled`. (c): the same, `isolation: per-request`. \
-             `tagger` implements `on-request` and `on-response`: two hook calls per request.\n\
+             `tagger` on `/`, `isolation: pooled`: `on-request` and `on-response`, two hook calls \
+             per request. (c): the same, `isolation: per-request`. (d): `tagger` on `/`, pooled, \
+             with `on_response: false` in its config: one `on-request` call per request, given \
+             every request header. (e): as (d), with the binding's `request_headers: []`.\n\
              - Failing request: a route to a port nothing listens on (`connect-failure`, no \
              retry, outlier detection off), answered by a declarative `fallback.response` or by \
              the `static-fallback` plugin, both 503 `{FALLBACK_BODY}`; the harness's open-loop \
@@ -528,14 +553,15 @@ impl PluginReport {
         );
 
         out.push_str(
-            "| round | (0) req/s | (a) req/s | (b) req/s | (c) req/s | b / a | c / a | a / 0 | \
-             CPU s per 10k req (0 / a / b / c) | gateway core busy (0 / a / b / c) | load core \
-             busy (0 / a / b / c) | errors |\n|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|\n",
+            "| round | req/s (0 / a / b / c / d / e) | b / a | c / a | d / a | e / a | a / 0 | \
+             CPU s per 10k req (0 / a / b / c / d / e) | gateway core busy | load core \
+             busy | errors |\n|---:|---|---:|---:|---:|---:|---:|---|---|---|---:|\n",
         );
         let (ba, ca, a0) = (self.ratios(2, 1), self.ratios(3, 1), self.ratios(1, 0));
+        let (da, ea) = (self.ratios(4, 1), self.ratios(5, 1));
         for i in 0..self.rounds[0].len() {
             let r: Vec<&Round> = self.rounds.iter().filter_map(|v| v.get(i)).collect();
-            if r.len() < 4 {
+            if r.len() < VARIANTS.len() {
                 break;
             }
             let join = |f: &dyn Fn(&Round) -> String| {
@@ -543,14 +569,13 @@ impl PluginReport {
             };
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} |",
+                "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} |",
                 i + 1,
-                r[0].throughput.rps,
-                r[1].throughput.rps,
-                r[2].throughput.rps,
-                r[3].throughput.rps,
+                join(&|r| format!("{:.0}", r.throughput.rps)),
                 ba[i],
                 ca[i],
+                da[i],
+                ea[i],
                 a0[i],
                 join(&per_10k),
                 join(&|r| format!("{:.0}%", r.gateway_core_busy * 100.0)),
@@ -568,30 +593,34 @@ impl PluginReport {
             )
         };
         let (ba, ca, a0) = (median(&ba), median(&ca), median(&a0));
+        let (da, ea) = (median(&da), median(&ea));
         let met = |ok: bool| if ok { "yes" } else { "**no**" };
         let _ = writeln!(
             out,
             "\n| what | measured | target | met |\n|---|---:|---:|---|\n\
              | median of the per-round ratios, (b) pooled / (a) req/s | {ba:.3} | >= {TARGET_RATIO:.2} | {} |\n\
              | median of the per-round ratios, (c) per-request / (a) req/s | {ca:.3} | >= {TARGET_RATIO:.2} | {} |\n\
+             | median of the per-round ratios, (d) one `on-request`, every header / (a) req/s | {da:.3} | >= {TARGET_RATIO:.2} | {} |\n\
+             | median of the per-round ratios, (e) one `on-request`, no header / (a) req/s | {ea:.3} | >= {TARGET_RATIO:.2} | {} |\n\
              | median of the per-round ratios, (a) configured elsewhere / (0) req/s | {a0:.3} | >= {IDLE_RATIO_FLOOR:.2} (noise) | {} |\n\
-             | median req/s, (0) / (a) / (b) / (c) | {:.0} / {:.0} / {:.0} / {:.0} | - | - |\n\
-             | median CPU per request, b / a, c / a, a / 0 | {:.3}, {:.3}, {:.3} | - | - |\n\
-             | VmRSS after the rounds, (0) / (a) / (b) / (c) | {} / {} / {} / {} | - | - |",
+             | median req/s, (0) / (a) / (b) / (c) / (d) / (e) | {} | - | - |\n\
+             | median CPU per request, b / a, c / a, d / a, e / a, a / 0 | {:.3}, {:.3}, {:.3}, {:.3}, {:.3} | - | - |\n\
+             | VmRSS after the rounds, (0) / (a) / (b) / (c) / (d) / (e) | {} | - | - |",
             met(ba >= TARGET_RATIO),
             met(ca >= TARGET_RATIO),
+            met(da >= TARGET_RATIO),
+            met(ea >= TARGET_RATIO),
             met(a0 >= IDLE_RATIO_FLOOR),
-            rps(0),
-            rps(1),
-            rps(2),
-            rps(3),
+            (0..VARIANTS.len())
+                .map(|v| format!("{:.0}", rps(v)))
+                .collect::<Vec<_>>()
+                .join(" / "),
             median(&self.cpu_ratios(2, 1)),
             median(&self.cpu_ratios(3, 1)),
+            median(&self.cpu_ratios(4, 1)),
+            median(&self.cpu_ratios(5, 1)),
             median(&self.cpu_ratios(1, 0)),
-            mib(self.rss[0]),
-            mib(self.rss[1]),
-            mib(self.rss[2]),
-            mib(self.rss[3]),
+            self.rss.map(mib).join(" / "),
         );
         let _ = writeln!(
             out,
@@ -747,12 +776,35 @@ mod tests {
                 Variant::PerRequest,
                 levee_config::PluginIsolation::PerRequest,
             ),
+            (
+                Variant::OnRequestOnly,
+                levee_config::PluginIsolation::Pooled,
+            ),
+            (
+                Variant::OnRequestNoHeaders,
+                levee_config::PluginIsolation::Pooled,
+            ),
         ] {
             let on = load(&throughput_config(&upstreams(), variant, wasm));
             assert_eq!(on.plugins.len(), 1);
             assert_eq!(on.plugins[0].isolation, isolation);
             assert_eq!(on.plugins[0].path, wasm.tagger);
             assert_eq!(route_plugins(&on, "bench"), ["tagger"]);
+            let bound = &on
+                .routes
+                .iter()
+                .find(|r| r.name == "bench")
+                .unwrap()
+                .plugins[0];
+            let one_hook = matches!(
+                variant,
+                Variant::OnRequestOnly | Variant::OnRequestNoHeaders
+            );
+            assert_eq!(bound.config.contains("\"on_response\":false"), one_hook);
+            assert_eq!(
+                bound.request_headers,
+                (variant == Variant::OnRequestNoHeaders).then(Vec::new)
+            );
         }
         for config in [&none, &elsewhere] {
             assert_eq!(config.routes.len(), 2);
@@ -849,8 +901,12 @@ mod tests {
                 vec![round(970.0, 1000), round(1900.0, 1000), round(900.0, 1000)],
                 // c / a: 0.5, 0.45, 0.6; the median is 0.5.
                 vec![round(500.0, 1000), round(900.0, 1000), round(600.0, 1000)],
+                // d / a: 0.9, 0.9, 0.96; the median is 0.9.
+                vec![round(900.0, 1000), round(1800.0, 1000), round(960.0, 1000)],
+                // e / a: 0.96, 0.97, 0.99; the median is 0.97.
+                vec![round(960.0, 1000), round(1940.0, 1000), round(990.0, 1000)],
             ],
-            rss: [10 << 20, 11 << 20, 12 << 20, 13 << 20],
+            rss: [10 << 20, 11 << 20, 12 << 20, 13 << 20, 14 << 20, 15 << 20],
             plugin_state: vec!["(b): `tagger` 2 calls".into()],
             failing: [
                 vec![
@@ -890,11 +946,23 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("| 2 | 1000 | 2000 | 1900 | 900 | 0.950 | 0.450 | 2.000 |"),
+            text.contains(
+                "(d) one `on-request`, every header / (a) req/s | 0.900 | >= 0.95 | **no** |"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("10.0 MiB / 11.0 MiB / 12.0 MiB / 13.0 MiB"),
+            text.contains("(e) one `on-request`, no header / (a) req/s | 0.970 | >= 0.95 | yes |"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| 2 | 1000 / 2000 / 1900 / 900 / 1800 / 1940 | 0.950 | 0.450 | 0.900 | 0.970 | 2.000 |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("10.0 MiB / 11.0 MiB / 12.0 MiB / 13.0 MiB / 14.0 MiB / 15.0 MiB"),
             "{text}"
         );
     }
