@@ -443,6 +443,96 @@ async fn proxies_websocket_upgrade_and_echoes_messages() {
     .await;
 }
 
+/// Reads one HTTP/1.1 response with a `content-length` body from `tcp`; returns its head.
+async fn read_response(tcp: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tcp.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed before a response head");
+        data.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .expect("a content-length");
+    while data.len() < end + length {
+        let n = tcp.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed inside a response body");
+        data.extend_from_slice(&buf[..n]);
+    }
+    head
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_gives_back_its_buffers_then_serves_requests_and_an_upgrade() {
+    use tokio::io::AsyncWriteExt;
+    bounded(async {
+        let echo = Server::http1().name("echo").run().await;
+        let ws = WsEcho::run().await;
+        let yaml =
+            config_with_clusters(&[("/ws", endpoint(ws.addr())), ("/", endpoint(echo.addr()))]);
+        let gateway = TestGateway::start(&yaml).await.unwrap();
+        let admin = gateway.admin();
+        let metric = |name: &'static str| async move {
+            let text = client::admin_get(admin, "/metrics").await.unwrap().text();
+            client::metric_sum(&text, name, "listener=\"public\"").unwrap_or(0.0)
+        };
+        let parked = || metric("levee_downstream_connections_parked");
+        let wait_parked = |want: f64| async move {
+            for _ in 0..200 {
+                if parked().await == want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("levee_downstream_connections_parked never reached {want}");
+        };
+
+        let mut tcp = tokio::net::TcpStream::connect(gateway.addr("public"))
+            .await
+            .unwrap();
+        for round in 0..3 {
+            tcp.write_all(b"GET /plain HTTP/1.1\r\nhost: test\r\n\r\n")
+                .await
+                .unwrap();
+            let head = read_response(&mut tcp).await;
+            assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {head}");
+            // Idle, the connection gives hyper's buffers back and waits on the socket alone.
+            wait_parked(1.0).await;
+        }
+
+        // The same parked connection upgrades, and the tunnel carries bytes both ways.
+        let url = format!("ws://{}/ws", gateway.addr("public"));
+        let (mut socket, response) = tokio_tungstenite::client_async(url, tcp)
+            .await
+            .expect("websocket handshake on the parked connection");
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        wait_parked(0.0).await;
+        socket.send(Message::text("after parking")).await.unwrap();
+        let echoed = socket.next().await.expect("a message").unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), "after parking");
+        socket.close(None).await.unwrap();
+
+        assert_eq!(ws.upgrades(), 1);
+        assert_eq!(
+            metric("levee_downstream_connections_total").await,
+            1.0,
+            "every request used the one connection"
+        );
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_http2_upstream_trailers_to_h2c_client() {
     bounded(async {

@@ -199,7 +199,8 @@ fn new_latency_histogram() -> Histogram {
 /// - `levee_request_errors_total{route,kind}` for requests with a gateway error kind.
 /// - `levee_request_bytes_total{direction="in|out",route}` (body bytes).
 /// - `levee_downstream_connections_active{listener}`, `levee_downstream_connections_total`,
-///   `levee_downstream_connections_rejected_total`.
+///   `levee_downstream_connections_rejected_total`, `levee_downstream_connections_parked`
+///   (idle HTTP/1 connections holding no HTTP buffers).
 /// - `levee_upstream_connections_active{cluster,endpoint}`, `levee_upstream_connections_total`,
 ///   `levee_upstream_connect_failures_total`.
 /// - `levee_config_reloads_total{result="success|error"}`, `levee_config_last_reload_success`
@@ -214,6 +215,7 @@ pub struct Metrics {
     downstream_active: Family<ListenerLabels, Gauge>,
     downstream_total: Family<ListenerLabels, Counter>,
     downstream_rejected: Family<ListenerLabels, Counter>,
+    downstream_parked: Family<ListenerLabels, Gauge>,
     upstream_active: Family<EndpointLabels, Gauge>,
     upstream_total: Family<EndpointLabels, Counter>,
     upstream_connect_failures: Family<EndpointLabels, Counter>,
@@ -358,6 +360,12 @@ impl Default for Metrics {
             "Downstream connections closed at accept because the listener was at its limit",
             downstream_rejected.clone(),
         );
+        let downstream_parked = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "downstream_connections_parked",
+            "Idle HTTP/1 keep-alive connections that have given back their HTTP buffers",
+            downstream_parked.clone(),
+        );
 
         let upstream_active = Family::<EndpointLabels, Gauge>::default();
         registry.register(
@@ -413,6 +421,7 @@ impl Default for Metrics {
             request_errors,
             request_bytes,
             downstream_active,
+            downstream_parked,
             downstream_total,
             downstream_rejected,
             upstream_active,
@@ -543,6 +552,20 @@ impl Metrics {
             listener: listener.into(),
         };
         self.downstream_active.get_or_create(&labels).dec();
+    }
+
+    /// An idle downstream connection on `listener` gave back its buffers (`true`), or woke up
+    /// or closed (`false`).
+    pub fn downstream_connection_parked(&self, listener: &str, parked: bool) {
+        let labels = ListenerLabels {
+            listener: listener.into(),
+        };
+        let gauge = self.downstream_parked.get_or_create(&labels);
+        if parked {
+            gauge.inc();
+        } else {
+            gauge.dec();
+        }
     }
 
     /// A downstream connection on `listener` was refused because the listener is at its limit.

@@ -38,6 +38,9 @@ pub(super) struct Activity {
     last_ms: AtomicU64,
     /// Requests from the service call until their response body is done.
     in_flight: AtomicUsize,
+    /// Requests started so far: a request that slips in while the connection is being parked
+    /// shows here.
+    started: AtomicU64,
     /// Milliseconds since `start` at which the pending request head began (0, the accept, for
     /// the first one), or [`NO_HEAD`].
     head_ms: AtomicU64,
@@ -53,6 +56,7 @@ impl Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
             // A new connection owes its first request head from the accept on.
             head_ms: AtomicU64::new(0),
             head_started: Notify::new(),
@@ -103,8 +107,13 @@ impl Activity {
         self.head_started.notified().await;
     }
 
+    /// Requests started so far.
+    pub(super) fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
     /// The instant at which the connection counts as idle if nothing happens before.
-    fn idle_deadline(&self, idle_timeout: Duration) -> Instant {
+    pub(super) fn idle_deadline(&self, idle_timeout: Duration) -> Instant {
         self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle_timeout
     }
 
@@ -127,6 +136,7 @@ impl Activity {
     /// Marks a request as being handled until the guard drops; its head has arrived.
     pub(super) fn request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.started.fetch_add(1, Ordering::Relaxed);
         self.head_ms.store(NO_HEAD, Ordering::Relaxed);
         InFlight(self.clone())
     }
@@ -209,6 +219,23 @@ impl<T> ConnIo<T> {
             prefix,
             activity,
             inner,
+        }
+    }
+
+    /// Bytes to read again before the stream's own, ahead of any still unread. Empty bytes
+    /// are dropped, not kept: hyper's leftover read buffer can be empty and still hold its
+    /// whole allocation.
+    pub(super) fn replay(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.prefix.is_empty() {
+            self.prefix = bytes;
+        } else {
+            let mut both = bytes::BytesMut::with_capacity(bytes.len() + self.prefix.len());
+            both.extend_from_slice(&bytes);
+            both.extend_from_slice(&self.prefix);
+            self.prefix = both.freeze();
         }
     }
 }

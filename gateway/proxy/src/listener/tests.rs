@@ -815,6 +815,33 @@ async fn drain_waits_for_a_request_still_being_sent() {
 }
 
 #[tokio::test]
+async fn a_parked_connection_wakes_for_its_next_request_and_closes_at_drain() {
+    let set = Arc::new(started(&[listener("public")]).await);
+    let mut tcp = TcpStream::connect(addr(&set, "public"))
+        .await
+        .expect("connect");
+    for _ in 0..2 {
+        tcp.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .expect("write");
+        assert!(read_head(&mut tcp).await.starts_with("HTTP/1.1 "));
+        // Idle past the release delay: hyper's connection is gone, the socket is kept.
+        tokio::time::sleep(super::serve::RELEASE_BUFFERS_AFTER * 3).await;
+        assert_eq!(set.open_connections(), 1);
+    }
+
+    set.stop_accepting();
+    let drained = tokio::time::timeout(PATIENCE, set.drain(Duration::from_secs(30)))
+        .await
+        .expect("a parked connection does not hold up the drain");
+    assert!(drained);
+    assert!(
+        closed_by_peer(&mut tcp).await,
+        "parked connection not closed"
+    );
+}
+
+#[tokio::test]
 async fn drain_gives_up_after_the_timeout_and_closes_the_rest() {
     let set = started(&[listener("public")]).await;
     let mut slow = TcpStream::connect(addr(&set, "public"))

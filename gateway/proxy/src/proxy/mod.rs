@@ -32,6 +32,8 @@ mod record;
 mod replay;
 mod upgrade;
 
+pub use upgrade::{Io, UpgradeHandoff, UpgradedIo};
+
 #[cfg(test)]
 mod tests;
 
@@ -98,8 +100,9 @@ impl Proxy {
 
     /// Handles one downstream request. Never fails: every error becomes a response.
     ///
-    /// The downstream server must serve connections with upgrades enabled
-    /// (`serve_connection_with_upgrades`) for WebSocket and other upgrades to work.
+    /// For WebSocket and other upgrades, the downstream server either puts an
+    /// [`UpgradeHandoff`] in upgrade requests and hands the connection over itself, or serves
+    /// connections with hyper's upgrades enabled (`serve_connection_with_upgrades`).
     pub async fn call(
         &self,
         req: Request<Incoming>,
@@ -407,7 +410,7 @@ impl From<ProxyError> for Stop {
 struct Outgoing {
     request: forward::Outgoing,
     cluster: Arc<Cluster>,
-    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upgrade: Option<upgrade::Downstream>,
     stats: Arc<BodyStats>,
     /// The host the request is for, as hooks see it.
     authority: String,
@@ -480,7 +483,7 @@ async fn prepare(
         .clone();
 
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
-    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let downstream_upgrade = upgrade.then(|| upgrade::Downstream::of(&mut req));
 
     let (mut parts, body) = req.into_parts();
     // Only the path goes upstream; the endpoint decides the authority.
