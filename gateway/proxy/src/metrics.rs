@@ -554,18 +554,13 @@ impl Metrics {
         self.downstream_active.get_or_create(&labels).dec();
     }
 
-    /// An idle downstream connection on `listener` gave back its buffers (`true`), or woke up
-    /// or closed (`false`).
-    pub fn downstream_connection_parked(&self, listener: &str, parked: bool) {
+    /// The gauge of `listener`'s idle connections that have given back their buffers, to
+    /// resolve once per listener.
+    pub fn downstream_parked(&self, listener: &str) -> Gauge {
         let labels = ListenerLabels {
             listener: listener.into(),
         };
-        let gauge = self.downstream_parked.get_or_create(&labels);
-        if parked {
-            gauge.inc();
-        } else {
-            gauge.dec();
-        }
+        self.downstream_parked.get_or_create(&labels).clone()
     }
 
     /// A downstream connection on `listener` was refused because the listener is at its limit.

@@ -37,6 +37,8 @@ pub(super) struct Shared {
     pub(super) open: Arc<AtomicUsize>,
     pub(super) proxy: Proxy,
     pub(super) metrics: Arc<Metrics>,
+    /// `levee_downstream_connections_parked` of this listener.
+    pub(super) parked: prometheus_client::metrics::gauge::Gauge,
     pub(super) tracker: Arc<Tracker>,
 }
 

@@ -14,7 +14,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -46,6 +46,10 @@ pub(super) struct Activity {
     head_ms: AtomicU64,
     /// Woken when a head starts, so the connection task arms its deadline.
     head_started: Notify,
+    /// Set by the connection task while it waits for a long request to end.
+    idle_waiter: AtomicBool,
+    /// Woken when the last request in flight ends, if `idle_waiter` was set.
+    went_idle: Notify,
 }
 
 // === impl Activity ===
@@ -60,6 +64,8 @@ impl Activity {
             // A new connection owes its first request head from the accept on.
             head_ms: AtomicU64::new(0),
             head_started: Notify::new(),
+            idle_waiter: AtomicBool::new(false),
+            went_idle: Notify::new(),
         })
     }
 
@@ -117,14 +123,32 @@ impl Activity {
         self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle_timeout
     }
 
-    /// When to look again whether the connection is idle. While a request is being handled
-    /// that is a full `idle_timeout` away, so a slow upstream never makes this spin.
-    pub(super) fn next_idle_check(&self, idle_timeout: Duration) -> Instant {
+    /// When to look again whether the connection has been quiet for `after`: that long after
+    /// its last activity, or that long from now while a request is being handled (see
+    /// [`Activity::wake_when_idle`] for requests that outlast it).
+    pub(super) fn next_idle_check(&self, after: Duration) -> Instant {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            Instant::now() + idle_timeout
+            Instant::now() + after
         } else {
-            self.idle_deadline(idle_timeout)
+            self.idle_deadline(after)
         }
+    }
+
+    /// Asks the last request in flight to wake [`Activity::went_idle`] when it ends, so a
+    /// long request (a download, a long poll) is not looked at every few milliseconds.
+    /// Returns false, and asks nothing, when no request is in flight.
+    pub(super) fn wake_when_idle(&self) -> bool {
+        self.idle_waiter.store(true, Ordering::SeqCst);
+        if self.in_flight.load(Ordering::SeqCst) == 0 {
+            self.idle_waiter.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Resolves after [`Activity::wake_when_idle`], once no request is in flight.
+    pub(super) async fn went_idle(&self) {
+        self.went_idle.notified().await;
     }
 
     /// Whether the connection has been quiet for `idle_timeout` with no request being handled.
@@ -148,8 +172,15 @@ pub(super) struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.touch();
+        let activity = &self.0;
+        let last = activity.in_flight.fetch_sub(1, Ordering::SeqCst) == 1;
+        activity.touch();
+        if last
+            && activity.idle_waiter.load(Ordering::SeqCst)
+            && activity.idle_waiter.swap(false, Ordering::SeqCst)
+        {
+            activity.went_idle.notify_one();
+        }
     }
 }
 
@@ -224,11 +255,13 @@ impl<T> ConnIo<T> {
 
     /// Bytes to read again before the stream's own, ahead of any still unread. Empty bytes
     /// are dropped, not kept: hyper's leftover read buffer can be empty and still hold its
-    /// whole allocation.
+    /// whole allocation. Bytes given back count as read: they may start a request head, whose
+    /// header-read deadline then runs.
     pub(super) fn replay(&mut self, bytes: Bytes) {
         if bytes.is_empty() {
             return;
         }
+        self.activity.on_read();
         if self.prefix.is_empty() {
             self.prefix = bytes;
         } else {

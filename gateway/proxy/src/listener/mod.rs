@@ -108,6 +108,7 @@ impl ListenerSet {
                         open,
                         proxy: self.proxy.clone(),
                         metrics: self.metrics.clone(),
+                        parked: self.metrics.downstream_parked(&listener.name),
                         tracker: self.tracker.clone(),
                     });
                     let task = tokio::spawn(accept::accept_loop(socket, shared.clone()));

@@ -36,6 +36,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use levee_config::ListenerLimits;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
@@ -44,7 +45,6 @@ use tokio_rustls::TlsAcceptor;
 use super::io::{Activity, ConnIo, InFlightBody};
 use super::{ConnGuard, Settings};
 use crate::conn::ConnInfo;
-use crate::metrics::Metrics;
 use crate::proxy::{Proxy, UpgradeHandoff, UpgradedIo};
 
 /// How long an HTTP/1 keep-alive connection stays idle before it gives back its buffers. Short,
@@ -101,10 +101,7 @@ pub(super) async fn serve(
         activity: activity.clone(),
         idle_timeout: limits.idle_timeout,
         header_read_timeout: None,
-        parked: Parked {
-            metrics: guard.shared.metrics.clone(),
-            listener: name.clone(),
-        },
+        parked: guard.shared.parked.clone(),
     };
     match &settings.tls {
         Some(tls) => {
@@ -180,13 +177,17 @@ struct Control {
     idle_timeout: Duration,
     /// Set for HTTP/1 only: how long a request head may take from its first byte.
     header_read_timeout: Option<Duration>,
-    parked: Parked,
+    /// The listener's `levee_downstream_connections_parked`.
+    parked: Gauge,
 }
 
-/// The listener's gauge of parked connections.
-struct Parked {
-    metrics: Arc<Metrics>,
-    listener: Arc<str>,
+/// Counts a connection as parked until dropped, however its wait ends.
+struct ParkedGuard<'a>(&'a Gauge);
+
+impl Drop for ParkedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// How [`drive`] ended.
@@ -296,6 +297,7 @@ async fn run<I>(
         // Bytes of the next request that hyper had already read go straight to a new hyper
         // connection; otherwise wait for some without one.
         if !buffered && park(&mut io, &mut ctl).await.is_none() {
+            let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, io.shutdown()).await;
             return;
         }
     }
@@ -361,10 +363,8 @@ async fn park<I>(io: &mut ConnIo<I>, ctl: &mut Control) -> Option<()>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let gauge = &ctl.parked;
-    gauge
-        .metrics
-        .downstream_connection_parked(&gauge.listener, true);
+    ctl.parked.inc();
+    let _parked = ParkedGuard(&ctl.parked);
     let idle = tokio::time::sleep_until(ctl.activity.idle_deadline(ctl.idle_timeout));
     let mut byte = [0u8; 1];
     let woke = tokio::select! {
@@ -379,9 +379,6 @@ where
         () = signalled(&mut ctl.drain) => None,
         () = signalled(&mut ctl.abort) => None,
     };
-    gauge
-        .metrics
-        .downstream_connection_parked(&gauge.listener, false);
     if woke.is_some() {
         io.replay(Bytes::copy_from_slice(&byte));
     }
@@ -414,6 +411,8 @@ where
     } = ctl;
     let (idle_timeout, header_read_timeout) = (*idle_timeout, *header_read_timeout);
     let mut shutting_down = false;
+    // Waiting for a long request to end (see `Activity::wake_when_idle`).
+    let mut waiting = false;
     // The request count when this side asked hyper to stop for parking; a request started
     // since then was answered with `connection: close`, so the connection must close.
     let mut parking: Option<u64> = None;
@@ -441,12 +440,10 @@ where
                 };
             }
             () = &mut aborted => return End::Dropped,
-            () = &mut drained, if !shutting_down || parking.is_some() => {
-                if !shutting_down {
-                    shutdown(conn.as_mut());
-                }
+            // (A drain during parking needs nothing here: the parked wait sees it at once.)
+            () = &mut drained, if !shutting_down => {
+                shutdown(conn.as_mut());
                 shutting_down = true;
-                parking = None;
             }
             // A head started: arm its deadline.
             () = activity.head_started(), if header_read_timeout.is_some() => {
@@ -474,9 +471,17 @@ where
                     tracing::debug!("closing idle downstream connection");
                     shutdown(conn.as_mut());
                     shutting_down = true;
+                } else if !waiting && activity.wake_when_idle() {
+                    // A long request: look again when it ends, or at `idle_timeout`.
+                    waiting = true;
+                    quiet.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
                 } else {
                     quiet.as_mut().reset(activity.next_idle_check(quiet_after));
                 }
+            }
+            () = activity.went_idle(), if waiting => {
+                waiting = false;
+                quiet.as_mut().reset(activity.next_idle_check(quiet_after));
             }
         }
     }

@@ -448,6 +448,29 @@ async fn half_sent_second_head_is_cut_at_the_header_read_timeout() {
 }
 
 #[tokio::test]
+async fn a_head_begun_in_the_same_write_as_a_request_is_cut_at_the_header_read_timeout() {
+    let mut l = listener("public");
+    l.limits.header_read_timeout = Duration::from_millis(300);
+    let set = started(&[l]).await;
+    let mut tcp = TcpStream::connect(addr(&set, "public"))
+        .await
+        .expect("connect");
+    // One write: a whole request, then the first byte of the next head. hyper reads both;
+    // the stray byte outlives the parked connection and is given to a fresh one, and its
+    // header-read deadline must still run.
+    tcp.write_all(b"HEAD / HTTP/1.1\r\nhost: test\r\n\r\nG")
+        .await
+        .expect("write");
+    let head = read_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 "), "got {head:?}");
+    // idle_timeout is 60s, so only the header-read deadline can close it in time.
+    assert!(
+        closed_by_peer(&mut tcp).await,
+        "a head begun with the previous request stays open"
+    );
+}
+
+#[tokio::test]
 async fn tls_connection_that_sends_no_request_is_closed_at_the_header_read_timeout() {
     let dir = TempDir::new();
     let pki = Pki::new();
