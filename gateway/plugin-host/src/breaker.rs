@@ -140,12 +140,11 @@ impl Breaker {
                 };
                 self.next_open = self.params.base_open;
             }
+            // `next_open` is already `base_open` here: only a good probe closes the breaker,
+            // and it resets it.
             (Admission::Run, false) => {
                 if let State::Closed { consecutive } = &mut self.state {
                     consecutive[index] = 0;
-                    if consecutive.iter().all(|&c| c == 0) {
-                        self.next_open = self.params.base_open;
-                    }
                 }
             }
             (Admission::Probe, true) => self.open(now),

@@ -17,7 +17,7 @@ pub struct EngineParams {
     /// `limits.memory` must not exceed it. Default 256 MiB.
     pub max_memory: u64,
     /// How often the epoch ticker advances; call deadlines are counted in these ticks.
-    /// Default 1ms.
+    /// Default 1ms; at least 100µs.
     pub epoch_tick: Duration,
 }
 

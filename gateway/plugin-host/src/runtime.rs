@@ -60,7 +60,9 @@ struct Inner {
 impl PluginRuntime {
     /// Creates the engine and starts its epoch ticker thread. The thread ends by itself once
     /// the engine (every runtime clone, plugin and instance) is gone.
-    pub fn new(params: EngineParams) -> Result<Self, PluginError> {
+    pub fn new(mut params: EngineParams) -> Result<Self, PluginError> {
+        // Clamped once here, so the ticker and each plugin's deadline in ticks agree.
+        params.epoch_tick = params.epoch_tick.max(MIN_EPOCH_TICK);
         let engine = Engine::new(&engine_config(&params)).map_err(|e| PluginError::Engine {
             detail: format!("{e:#}"),
         })?;
@@ -261,8 +263,10 @@ fn engine_config(params: &EngineParams) -> Config {
     config
 }
 
+/// The shortest epoch tick: a shorter one would keep a core busy waking the ticker.
+const MIN_EPOCH_TICK: Duration = Duration::from_micros(100);
+
 fn spawn_ticker(engine: EngineWeak, tick: Duration) -> std::io::Result<()> {
-    let tick = tick.max(Duration::from_micros(100));
     std::thread::Builder::new()
         .name("levee-plugin-epoch".to_owned())
         .spawn(move || {

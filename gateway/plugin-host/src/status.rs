@@ -62,7 +62,6 @@ pub(crate) struct PluginStats {
     pub(crate) reloads: AtomicU64,
     pub(crate) bypassed: AtomicU64,
     pub(crate) latency_nanos: AtomicU64,
-    pub(crate) latency_count: AtomicU64,
     pub(crate) latency_buckets: [AtomicU64; 11],
     pub(crate) instances_alive: AtomicI64,
     pub(crate) pooled: AtomicI64,
@@ -82,7 +81,6 @@ impl PluginStats {
     pub(crate) fn latency(&self, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.latency_nanos.fetch_add(nanos, Ordering::Relaxed);
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
         let micros = nanos / 1_000;
         let bucket = LATENCY_BUCKETS_MICROS
             .iter()
@@ -116,7 +114,8 @@ impl PluginStats {
             breaker,
             breaker_opened,
             latency_sum: Duration::from_nanos(load(&self.latency_nanos)),
-            latency_count: load(&self.latency_count),
+            // Every call lands in one bucket, so the cumulative last bucket counts them all.
+            latency_count: total,
             latency_buckets,
             instances_alive: gauge(&self.instances_alive),
             pooled: gauge(&self.pooled),

@@ -370,13 +370,3 @@ pub enum Outcome<T> {
     /// No decision, and the policy is to refuse the request: the gateway answers 503.
     FailClosed(Bypass),
 }
-
-impl<T> Outcome<T> {
-    /// The decision, if the plugin made one.
-    pub fn decision(self) -> Option<T> {
-        match self {
-            Outcome::Decided(decision) => Some(decision),
-            _ => None,
-        }
-    }
-}

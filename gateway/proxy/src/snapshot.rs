@@ -237,16 +237,23 @@ impl Snapshot {
 }
 
 /// A route plugin's `request_headers` or `response_headers` as the host's filter. The names
-/// were checked when the config was validated; one that still does not parse is left out.
+/// were checked when the config was validated; one that still does not parse is left out, and
+/// so is a repeat.
 fn header_filter(names: Option<&[String]>) -> HeaderFilter {
     match names {
         None => HeaderFilter::All,
-        Some(names) => HeaderFilter::Only(
-            names
-                .iter()
-                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-                .collect(),
-        ),
+        Some(names) => {
+            let mut only: Vec<HeaderName> = Vec::with_capacity(names.len());
+            for name in names {
+                // A name listed twice would hand the plugin its values twice.
+                if let Ok(name) = HeaderName::from_bytes(name.as_bytes())
+                    && !only.contains(&name)
+                {
+                    only.push(name);
+                }
+            }
+            HeaderFilter::Only(only.into())
+        }
     }
 }
 

@@ -357,7 +357,8 @@ impl HeaderMutation {
         Self::default()
     }
 
-    /// Sets header `name` to `value`, replacing its other values.
+    /// Sets header `name` to `value`, replacing the request's or response's values. Setting
+    /// one name more than once in a mutation sends every value set.
     #[must_use]
     pub fn set(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
         self.set.push((name.into(), value.into()));
@@ -376,7 +377,7 @@ impl HeaderMutation {
         self.set.is_empty() && self.remove.is_empty()
     }
 
-    /// The value this mutation sets for `name`, if any (the last one wins).
+    /// The last value this mutation sets for `name`, if any (the gateway sends all of them).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.set
             .iter()
