@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds every Rust plugin in this workspace for wasm32-wasip2 (release profile: opt-level s,
+# Builds every Rust plugin in this workspace for wasm32-wasip2 (release profile: opt-level 3,
 # LTO, stripped) and copies the components to a directory, printing their sizes.
 #
 #   plugins/build.sh [OUT_DIR]        # OUT_DIR defaults to target/plugins/wasm/

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/../.."
 case "${1:-}" in
   resilience) tools="wrk taskset" ;;
   chaos) tools="taskset" ;;
+  plugins) tools="wrk taskset" ;;
   *) tools="wrk h2load nginx taskset prlimit" ;;
 esac
 for tool in $tools; do

@@ -357,6 +357,35 @@ async fn serve_stale_serves_the_last_good_copy_marked_when_the_upstream_fails() 
     .await;
 }
 
+/// What every build of `priority-shedding` does on route `/`: a low-priority request passes
+/// while `cluster` is healthy; once its breaker is forced open, low priority is shed (503,
+/// `x-levee-shed: priority`, `retry-after: 5`), and a `kept` priority is forwarded and so
+/// refused by the open circuit itself. Returns the shed answer.
+async fn sheds_low_priority_once_the_circuit_opens(
+    gateway: &TestGateway,
+    cluster: &str,
+    kept: &str,
+) -> Reply {
+    let low = get_with(gateway, "/a", &[("x-priority", "low")]).await;
+    assert_eq!(low.status, StatusCode::OK, "no overload, nothing shed");
+
+    force_breaker(gateway.admin(), cluster, "open").await;
+    let low = get_with(gateway, "/a", &[("x-priority", "low")]).await;
+    assert_eq!(
+        low.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        low.text()
+    );
+    assert_eq!(low.header("x-levee-shed"), Some("priority"));
+    assert_eq!(low.header("retry-after"), Some("5"));
+
+    let kept = get_with(gateway, "/a", &[("x-priority", kept)]).await;
+    assert_eq!(kept.header("x-levee-shed"), None);
+    assert_eq!(kept.error_kind(), Some("circuit-open"));
+    low
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn priority_shedding_sheds_low_priority_while_the_circuit_is_open() {
     bounded(async {
@@ -374,25 +403,13 @@ async fn priority_shedding_sheds_low_priority_while_the_circuit_is_open() {
         )
         .await;
 
-        let low = get_with(&gateway, "/a", &[("x-priority", "low")]).await;
-        assert_eq!(low.status, StatusCode::OK, "no overload, nothing shed");
-
-        force_breaker(gateway.admin(), "main", "open").await;
-        let low = get_with(&gateway, "/a", &[("x-priority", "low")]).await;
-        assert_eq!(low.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(low.header("x-levee-shed"), Some("priority"));
-        assert_eq!(low.header("retry-after"), Some("5"));
+        sheds_low_priority_once_the_circuit_opens(&gateway, "main", "HIGH").await;
         let none = get(&gateway, "/a").await;
         assert_eq!(
             none.header("x-levee-shed"),
             Some("priority"),
             "no priority is not kept"
         );
-
-        // Kept: forwarded, and so refused by the open circuit itself.
-        let high = get_with(&gateway, "/a", &[("x-priority", "HIGH")]).await;
-        assert_eq!(high.header("x-levee-shed"), None);
-        assert_eq!(high.error_kind(), Some("circuit-open"));
         assert_eq!(
             plugin_counter(&metrics(&gateway).await, "shedder", "shed"),
             2.0
@@ -560,26 +577,10 @@ async fn priority_shedding_in_javascript_sheds_low_priority() {
         )
         .await;
 
-        let low = get_with(&gateway, "/a", &[("x-priority", "low")]).await;
-        assert_eq!(low.status, StatusCode::OK);
-
-        force_breaker(gateway.admin(), "api", "open").await;
-        let low = get_with(&gateway, "/a", &[("x-priority", "low")]).await;
-        assert_eq!(
-            low.status,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{}",
-            low.text()
-        );
-        assert_eq!(low.header("x-levee-shed"), Some("priority"));
-        assert_eq!(low.header("retry-after"), Some("5"));
+        let low = sheds_low_priority_once_the_circuit_opens(&gateway, "api", "critical").await;
         let body = low.json();
         assert_eq!(body["error"], "shed");
         assert_eq!(body["reason"], "circuit-open");
-
-        let critical = get_with(&gateway, "/a", &[("x-priority", "critical")]).await;
-        assert_eq!(critical.header("x-levee-shed"), None);
-        assert_eq!(critical.error_kind(), Some("circuit-open"));
         assert_eq!(
             plugin_counter(&metrics(&gateway).await, "shedder", "shed"),
             1.0

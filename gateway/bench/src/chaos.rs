@@ -136,26 +136,17 @@ struct Stats {
 
 /// Runs the chaos scenario and prints its report.
 pub(crate) fn run(args: &ChaosArgs) -> anyhow::Result<()> {
-    crate::load::check_tools(&["taskset"])?;
     anyhow::ensure!(args.rate > 0.0, "--rate must be above 0");
-    let levee = args
-        .scenario
-        .levee
-        .clone()
-        .unwrap_or_else(targets::default_levee);
-    run::check_levee(&levee)?;
-    run::prepare_self(&args.scenario.load_cpus)?;
-    let report = run::in_work_dir(|work| run_in(args, &levee, work))?;
-    run::emit(&report.to_markdown(), args.scenario.out.as_deref())
+    args.scenario.run(&["taskset"], |levee, work| {
+        Ok(run_in(args, levee, work)?.to_markdown())
+    })
 }
 
 fn run_in(args: &ChaosArgs, levee: &Path, work: &Path) -> anyhow::Result<ChaosReport> {
     let s = &args.scenario;
     let background = run::background_busy()?;
     progress("starting three upstreams");
-    let mut upstreams = (0..UPSTREAMS)
-        .map(|_| targets::start_upstream(&s.load_cpus, 1))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut upstreams = s.start_upstreams(UPSTREAMS)?;
     let addrs: Vec<SocketAddr> = upstreams.iter().map(|u| u.address).collect();
     let mut gateway = targets::start_levee(
         levee,

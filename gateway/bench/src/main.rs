@@ -58,8 +58,9 @@ enum Command {
     Resilience(OverheadArgs),
     /// Chaos: one of three upstreams killed and restarted under a steady fixed-rate load.
     Chaos(ChaosArgs),
-    /// Plugin overhead: a route with the tagger plugin (pooled, per-request, configured
-    /// elsewhere) vs none, and a failing request answered by a plugin vs the static fallback.
+    /// Plugin overhead: a route with the tagger plugin (configured elsewhere, pooled,
+    /// per-request, `on-request` only, `on-request` only with no headers) vs none, and a failing
+    /// request answered by a plugin vs the static fallback.
     Plugins(PluginArgs),
 }
 
@@ -145,7 +146,7 @@ pub(crate) struct PluginArgs {
     /// Concurrent wrk connections.
     #[arg(long, default_value_t = 50)]
     pub(crate) connections: u32,
-    /// Throughput rounds; each round measures (0), (a), (b) and (c) in turn.
+    /// Throughput rounds; each round measures (0), (a), (b), (c), (d) and (e) in turn.
     #[arg(long, default_value_t = 5)]
     pub(crate) rounds: u32,
     /// Requests per second of the open-loop load on the failing route.

@@ -3,13 +3,16 @@
 //!
 //! Two comparisons, each between Levee processes that differ only in their config:
 //!
-//! - **Throughput** ([`throughput_config`]). Four gateways over the same two upstreams: (0) no
+//! - **Throughput** ([`throughput_config`]). Six gateways over the same two upstreams: (0) no
 //!   plugin at all; (a) the `tagger` plugin configured and bound to another route, never called
 //!   by the measured one; (b) `tagger` on the measured route, `pooled`; (c) the same,
-//!   `per-request`. wrk loads one at a time at the most it can send, in rounds that go 0, a, b,
-//!   c, 0, a, b, c, ..., so a drift of the machine hits all four alike, and the figures are the
-//!   medians over the rounds of `b / a`, `c / a` and `a / 0`. `tagger` implements `on-request`
-//!   and `on-response`, so (b) and (c) pay for two hook calls per request.
+//!   `per-request`; (d) `tagger` on the measured route, pooled, with `on_response: false` in its
+//!   config; (e) as (d), with the binding's `request_headers: []`. wrk loads one at a time at
+//!   the most it can send, in rounds that go 0, a, b, c, d, e, 0, a, ..., so a drift of the
+//!   machine hits all six alike, and the figures are the medians over the rounds of `b / a`,
+//!   `c / a`, `d / a`, `e / a` and `a / 0`. `tagger` implements `on-request` and `on-response`,
+//!   so (b) and (c) pay for two hook calls per request; (d) and (e) pay for one `on-request`
+//!   call, (d) given every request header and (e) none.
 //! - **A failing request** ([`failing_config`]). Two gateways whose route goes to a port nothing
 //!   listens on, so every request fails with `connect-failure` at once: one answers with the
 //!   declarative `fallback.response`, the other with the `static-fallback` plugin's
@@ -25,11 +28,10 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use tokio::time::Instant;
 
-use crate::cpu;
-use crate::load::{self, LoadOptions};
+use crate::load;
 use crate::open_loop::{self, Outcome, Sample, Schedule};
 use crate::report::{Machine, Round};
-use crate::run::{self, Placement, progress};
+use crate::run::{self, progress};
 use crate::targets::{self, Server};
 use crate::{PluginArgs, watch};
 
@@ -272,15 +274,11 @@ impl Wasm {
 
 /// Runs the plugin scenario and prints its report.
 pub(crate) fn run(args: &PluginArgs) -> anyhow::Result<()> {
-    load::check_tools(&["wrk", "taskset"])?;
-    let s = &args.scenario;
-    let levee = s.levee.clone().unwrap_or_else(targets::default_levee);
-    run::check_levee(&levee)?;
     let dir = args.plugins_dir.clone().unwrap_or_else(default_plugins_dir);
     let wasm = Wasm::find(&dir)?;
-    run::prepare_self(&s.load_cpus)?;
-    let report = run::in_work_dir(|work| run_in(args, &levee, &wasm, work))?;
-    run::emit(&report.to_markdown(), s.out.as_deref())
+    args.scenario.run(&["wrk", "taskset"], |levee, work| {
+        Ok(run_in(args, levee, &wasm, work)?.to_markdown())
+    })
 }
 
 fn run_in(
@@ -291,23 +289,12 @@ fn run_in(
 ) -> anyhow::Result<PluginReport> {
     let s = &args.scenario;
     let background = run::background_busy()?;
-    let cpus = Placement {
-        gateway: cpu::parse_list(&s.gateway_cpus)?,
-        load: cpu::parse_list(&s.load_cpus)?,
-    };
-    let load = LoadOptions {
-        cpus: s.load_cpus.clone(),
-        connections: args.connections,
-        duration: args.duration,
-        warmup: args.warmup,
-        work_dir: work.to_path_buf(),
-    };
+    let cpus = s.placement()?;
+    let load = s.load(args.connections, args.duration, args.warmup, work);
 
     // === throughput ===
     progress("starting two upstreams");
-    let mut upstreams = (0..UPSTREAMS)
-        .map(|_| targets::start_upstream(&s.load_cpus, 1))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut upstreams = s.start_upstreams(UPSTREAMS)?;
     let addrs: Vec<SocketAddr> = upstreams.iter().map(|u| u.address).collect();
     let variants = VARIANTS;
     let mut gateways = Vec::with_capacity(variants.len());

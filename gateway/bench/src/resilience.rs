@@ -16,10 +16,8 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::cpu;
-use crate::load::{self, LoadOptions};
 use crate::report::{Machine, Round, ms};
-use crate::run::{self, Placement, progress};
+use crate::run::{self, progress};
 use crate::targets::{self, Server};
 use crate::{OverheadArgs, watch};
 
@@ -102,37 +100,19 @@ pub(crate) fn overhead_config(upstreams: &[SocketAddr], features: Features) -> S
 
 /// Runs the overhead scenario and prints its report.
 pub(crate) fn run(args: &OverheadArgs) -> anyhow::Result<()> {
-    load::check_tools(&["wrk", "taskset"])?;
-    let levee = args
-        .scenario
-        .levee
-        .clone()
-        .unwrap_or_else(targets::default_levee);
-    run::check_levee(&levee)?;
-    run::prepare_self(&args.scenario.load_cpus)?;
-    let report = run::in_work_dir(|work| run_in(args, &levee, work))?;
-    run::emit(&report.to_markdown(), args.scenario.out.as_deref())
+    args.scenario.run(&["wrk", "taskset"], |levee, work| {
+        Ok(run_in(args, levee, work)?.to_markdown())
+    })
 }
 
 fn run_in(args: &OverheadArgs, levee: &Path, work: &Path) -> anyhow::Result<OverheadReport> {
     let s = &args.scenario;
     let background = run::background_busy()?;
-    let cpus = Placement {
-        gateway: cpu::parse_list(&s.gateway_cpus)?,
-        load: cpu::parse_list(&s.load_cpus)?,
-    };
-    let load = LoadOptions {
-        cpus: s.load_cpus.clone(),
-        connections: args.connections,
-        duration: args.duration,
-        warmup: args.warmup,
-        work_dir: work.to_path_buf(),
-    };
+    let cpus = s.placement()?;
+    let load = s.load(args.connections, args.duration, args.warmup, work);
 
     progress("starting three upstreams");
-    let mut upstreams = (0..UPSTREAMS)
-        .map(|_| targets::start_upstream(&s.load_cpus, 1))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut upstreams = s.start_upstreams(UPSTREAMS)?;
     let addrs: Vec<SocketAddr> = upstreams.iter().map(|u| u.address).collect();
     let mut off = targets::start_levee(
         levee,

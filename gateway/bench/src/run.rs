@@ -419,3 +419,55 @@ pub(crate) fn url(address: std::net::SocketAddr) -> String {
 pub(crate) fn progress(what: &str) {
     eprintln!("levee-bench: {what}");
 }
+
+// === the resilience, chaos and plugin scenarios ===
+
+impl crate::ScenarioArgs {
+    /// Runs a scenario: checks `tools` and the Levee binary, pins the harness to the load
+    /// CPUs, runs `measure` with the binary and a scratch directory, and prints (and with
+    /// `--out`, writes) the report it returns.
+    pub(crate) fn run(
+        &self,
+        tools: &[&str],
+        measure: impl FnOnce(&Path, &Path) -> anyhow::Result<String>,
+    ) -> anyhow::Result<()> {
+        load::check_tools(tools)?;
+        let levee = self.levee.clone().unwrap_or_else(targets::default_levee);
+        check_levee(&levee)?;
+        prepare_self(&self.load_cpus)?;
+        let report = in_work_dir(|work| measure(&levee, work))?;
+        emit(&report, self.out.as_deref())
+    }
+
+    /// `--gateway-cpus` and `--load-cpus`, as lists.
+    pub(crate) fn placement(&self) -> anyhow::Result<Placement> {
+        Ok(Placement {
+            gateway: cpu::parse_list(&self.gateway_cpus)?,
+            load: cpu::parse_list(&self.load_cpus)?,
+        })
+    }
+
+    /// The load generator's options: on the load CPUs, scripts and logs in `work`.
+    pub(crate) fn load(
+        &self,
+        connections: u32,
+        duration: Duration,
+        warmup: Duration,
+        work: &Path,
+    ) -> LoadOptions {
+        LoadOptions {
+            cpus: self.load_cpus.clone(),
+            connections,
+            duration,
+            warmup,
+            work_dir: work.to_path_buf(),
+        }
+    }
+
+    /// `count` benchmark upstreams of one thread each, on the load CPUs.
+    pub(crate) fn start_upstreams(&self, count: usize) -> anyhow::Result<Vec<Server>> {
+        (0..count)
+            .map(|_| targets::start_upstream(&self.load_cpus, 1))
+            .collect()
+    }
+}
