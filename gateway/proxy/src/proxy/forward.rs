@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use http::header::COOKIE;
 use http::{HeaderMap, Method, Request, Response};
-use hyper::body::Incoming;
 use levee_balance::hash_key;
 use levee_config::{HashOn, RetryOn};
 use tokio::time::Instant;
@@ -15,7 +14,7 @@ use super::limit::BodyStats;
 use super::policy::RoutePolicy;
 use super::record::Pending;
 use super::replay::ReplayBody;
-use crate::upstream::{Cluster, TryOutcome};
+use crate::upstream::{Cluster, TryOutcome, UpstreamBody};
 
 /// The consistent-hashing key of a request, from what the cluster's `hash_on` names. `None`
 /// when the cluster does not hash, or the request lacks the header or cookie.
@@ -67,7 +66,7 @@ pub(crate) async fn send(
     body: &BodyStats,
     body_limit: Option<u64>,
     pending: &mut Pending,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError> {
     let retry = policy.retry.as_ref();
     let attempts = retry.map_or(1, |r| r.config.attempts.max(1));
     let _active = retry.map(|r| r.budget.request_started());
@@ -153,7 +152,7 @@ async fn try_once(
     tried: &mut Vec<SocketAddr>,
     try_deadline: Instant,
     pending: &mut Pending,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError> {
     let guards = cluster.resilience();
     let admission = guards.admit().map_err(|r| r.into_error(cluster.name()))?;
     let picked = guards
@@ -200,7 +199,7 @@ async fn try_once(
 
 /// The retry condition `result` meets, if `on` lists it.
 fn retry_condition(
-    result: &Result<Response<Incoming>, ProxyError>,
+    result: &Result<Response<UpstreamBody>, ProxyError>,
     on: &[RetryOn],
 ) -> Option<RetryOn> {
     let condition = match result {

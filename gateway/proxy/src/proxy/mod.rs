@@ -61,7 +61,7 @@ use crate::conn::ConnInfo;
 use crate::metrics::Metrics;
 use crate::route::{RouteEntry, strip_port};
 use crate::snapshot::Snapshot;
-use crate::upstream::{Cluster, UpstreamError};
+use crate::upstream::{Cluster, UpstreamBody, UpstreamError};
 
 pub use self::error::{ErrorSource, RetryType, X_LEVEE_ERROR};
 pub use self::fallback::X_LEVEE_CACHE;
@@ -316,12 +316,12 @@ enum Answer {
     /// The fallback answered.
     Done(Response<ProxyBody>),
     /// The upstream's response goes downstream.
-    Upstream(Response<Incoming>),
+    Upstream(Response<UpstreamBody>),
 }
 
 /// The failure kind (and upstream status) of a forwarding result, if it failed.
 fn failure_of(
-    result: &Result<Response<Incoming>, ProxyError>,
+    result: &Result<Response<UpstreamBody>, ProxyError>,
 ) -> Option<(FailureKind, Option<StatusCode>)> {
     match result {
         Ok(response) if response.status().is_server_error() => {
@@ -338,7 +338,7 @@ fn apply_fallback(
     snapshot: &Snapshot,
     route: &RouteEntry,
     stale_key: Option<&str>,
-    result: Result<Response<Incoming>, ProxyError>,
+    result: Result<Response<UpstreamBody>, ProxyError>,
     pending: &mut Pending,
 ) -> Result<Answer, ProxyError> {
     let Some(fallback) = &route.policy.fallback else {
@@ -584,7 +584,7 @@ async fn send(
     route: &RouteEntry,
     deadline: tokio::time::Instant,
     pending: &mut Pending,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError> {
     let mut response = forward::send(
         cluster,
         &route.policy,
@@ -623,7 +623,7 @@ async fn resend(
     is_retry: bool,
     deadline: tokio::time::Instant,
     pending: &mut Pending,
-) -> Option<Result<Response<Incoming>, ProxyError>> {
+) -> Option<Result<Response<UpstreamBody>, ProxyError>> {
     if !prepared.request.body.can_replay() {
         tracing::debug!(route = %route.name, "a plugin asked to send again, but the body streamed");
         return None;
@@ -677,7 +677,7 @@ async fn resend(
 /// The response as the gateway's body type. A 200 to a GET on a route with serve-stale is
 /// copied into the response store as it streams, as is any response a plugin asked to store.
 fn boxed(
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     stale_key: Option<String>,
     stores: Vec<hooks::StoreRequest>,
     snapshot: &Snapshot,

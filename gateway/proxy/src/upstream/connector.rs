@@ -1,8 +1,8 @@
 //! Opens upstream connections: TCP with a connect timeout, then TLS when the cluster asks for it.
 //!
-//! The pooled hyper client calls this for every new connection. Each connection carries a guard
-//! that counts it as open (per endpoint, for `/clusters`, and in metrics) until the pool drops it,
-//! so the counts stay right however the connection ends.
+//! An endpoint's pool calls this for every new connection. Each connection carries a guard that
+//! counts it as open (per endpoint, for `/clusters`, and in metrics) until its connection task
+//! drops it, so the counts stay right however the connection ends.
 
 use std::collections::HashMap;
 use std::io;
@@ -13,8 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -69,16 +67,10 @@ impl ConnectionCounts {
 
 // === impl Connector ===
 
-/// The connector of one endpoint's client: every connection goes to `address`, whatever the
-/// request URI says (the URI carries the downstream host, for `Host` and `:authority`).
-/// Cheap to clone.
-#[derive(Debug, Clone)]
-pub(crate) struct Connector {
-    inner: Arc<Inner>,
-}
-
+/// The connector of one endpoint's pool: every connection goes to `address`, whatever the
+/// request says (it carries the downstream host, for `Host` and `:authority`).
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Connector {
     cluster: Arc<str>,
     address: SocketAddr,
     connect_timeout: Duration,
@@ -97,20 +89,18 @@ impl Connector {
         counts: Arc<ConnectionCounts>,
     ) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                cluster,
-                address,
-                connect_timeout,
-                tls,
-                metrics,
-                counts,
-            }),
+            cluster,
+            address,
+            connect_timeout,
+            tls,
+            metrics,
+            counts,
         }
     }
-}
 
-impl Inner {
-    async fn connect(&self) -> Result<TokioIo<UpstreamStream>, ConnectError> {
+    /// Opens a connection to the endpoint: TCP, then TLS when configured, within
+    /// `connect_timeout` for both.
+    pub(crate) async fn connect(&self) -> Result<TokioIo<UpstreamStream>, ConnectError> {
         let address = self.address;
         let endpoint = address.to_string();
 
@@ -162,21 +152,6 @@ impl Inner {
     }
 }
 
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<UpstreamStream>;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move { inner.connect().await })
-    }
-}
-
 // === impl UpstreamStream ===
 
 /// One open upstream connection, plain or TLS, counted as open until dropped.
@@ -206,18 +181,6 @@ impl Drop for OpenGuard {
         self.counter.fetch_sub(1, Ordering::Relaxed);
         self.metrics
             .upstream_connection_closed(&self.cluster, &self.endpoint);
-    }
-}
-
-impl Connection for UpstreamStream {
-    fn connected(&self) -> Connected {
-        let connected = Connected::new();
-        match &self.transport {
-            Transport::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                connected.negotiated_h2()
-            }
-            _ => connected,
-        }
     }
 }
 

@@ -53,19 +53,23 @@ impl UpstreamError {
         )
     }
 
-    pub(crate) fn from_client(error: hyper_util::client::legacy::Error) -> Self {
-        if error.is_connect() {
-            return match find::<ConnectError>(&error) {
-                Some(ConnectError::Io(e)) => Self::Connect(copy_io(e)),
-                Some(ConnectError::Timeout(d)) => Self::ConnectTimeout(*d),
-                Some(ConnectError::Tls(e)) => Self::Tls(copy_io(e)),
-                None => Self::Connect(io::Error::other(error.to_string())),
-            };
-        }
+    /// A failure of hyper's client connection: the upstream closing or resetting it, or a
+    /// protocol error.
+    pub(crate) fn from_hyper(error: hyper::Error) -> Self {
         if is_closed(&error) {
             Self::Closed(Box::new(error))
         } else {
             Self::Protocol(Box::new(error))
+        }
+    }
+}
+
+impl From<ConnectError> for UpstreamError {
+    fn from(error: ConnectError) -> Self {
+        match error {
+            ConnectError::Io(e) => Self::Connect(e),
+            ConnectError::Timeout(d) => Self::ConnectTimeout(d),
+            ConnectError::Tls(e) => Self::Tls(e),
         }
     }
 }
@@ -110,9 +114,4 @@ fn is_closed_io(error: &io::Error) -> bool {
             | io::ErrorKind::BrokenPipe
             | io::ErrorKind::UnexpectedEof
     )
-}
-
-// io::Error is not Clone; the copy keeps what callers look at, the kind and the message.
-fn copy_io(error: &io::Error) -> io::Error {
-    io::Error::new(error.kind(), error.to_string())
 }

@@ -6,15 +6,16 @@
 //! connection settings are unchanged. That is what lets a reload happen under load without a
 //! burst of new connections or a reset of the load balancer's view.
 //!
-//! Each endpoint gets its own pooled hyper client whose connector always dials that endpoint.
-//! The request URI can then carry the downstream host, which becomes `Host` (HTTP/1.1) or
-//! `:authority` (HTTP/2) as the upstream expects, while pools stay per endpoint.
+//! Each endpoint gets its own connection pool ([`pool`]) whose connector always dials that
+//! endpoint. The request can then carry the downstream host, which becomes `Host` (HTTP/1.1)
+//! or `:authority` (HTTP/2) as the upstream expects, while pools stay per endpoint.
 
 mod connector;
 mod dns;
 mod error;
 mod guard;
 mod health;
+mod pool;
 mod probe;
 mod status;
 #[cfg(test)]
@@ -28,10 +29,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::{HeaderValue, Request, Response, Uri, Version};
 use levee_balance::{
     Algorithm, Endpoint, EndpointSet, Member, PanicMode, PickContext, PriorityPolicy,
 };
@@ -44,6 +42,8 @@ use self::connector::{ConnectionCounts, Connector};
 pub use self::error::UpstreamError;
 pub(crate) use self::guard::Guards;
 pub use self::guard::{BreakerForce, ConnectionSlot, TryOutcome};
+use self::pool::EndpointPool;
+pub use self::pool::UpstreamBody;
 pub(crate) use self::tls::TlsConfigError;
 
 /// A cluster at runtime: its endpoints (static and DNS-discovered), the load balancer over
@@ -204,7 +204,7 @@ impl Cluster {
         &self,
         endpoint: &Endpoint,
         req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         self.pools.send(endpoint.address(), req).await
     }
 
@@ -425,28 +425,20 @@ impl ConnectionSettings {
     }
 }
 
-/// Above this many per-endpoint clients, creating another first drops those of endpoints
+/// Above this many per-endpoint pools, creating another first drops those of endpoints
 /// without open connections. Large enough that static clusters never hit it.
-const PRUNE_CLIENTS_AT: usize = 256;
+const PRUNE_POOLS_AT: usize = 256;
 
-/// One pooled client per endpoint address, created on first use.
+/// One connection pool per endpoint address, created on first use.
 #[derive(Debug)]
 struct Pools {
     cluster: Arc<str>,
     settings: ConnectionSettings,
     scheme: Scheme,
     tls: Option<tls::TlsSettings>,
-    builder: hyper_util::client::legacy::Builder,
     metrics: Arc<Metrics>,
     counts: Arc<ConnectionCounts>,
-    clients: Mutex<HashMap<SocketAddr, Arc<EndpointClient>>>,
-}
-
-/// The pooled client of one endpoint, with its address as a URI authority, made once.
-#[derive(Debug)]
-struct EndpointClient {
-    client: Client<Connector, ProxyBody>,
-    authority: Authority,
+    endpoints: Mutex<HashMap<SocketAddr, Arc<EndpointPool>>>,
 }
 
 impl Pools {
@@ -460,16 +452,6 @@ impl Pools {
             .as_ref()
             .map(|t| tls::settings(t, settings.ca_pem.as_deref(), settings.protocol))
             .transpose()?;
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(settings.idle_timeout)
-            .pool_max_idle_per_host(settings.max_idle_per_endpoint as usize)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(settings.protocol == UpstreamProtocol::Http2)
-            // The request carries the downstream Host; the client only adds one when it is
-            // missing, from the URI authority (for HTTP/1.1, the endpoint address).
-            .set_host(true);
         Ok(Self {
             cluster,
             scheme: if tls.is_some() {
@@ -479,92 +461,89 @@ impl Pools {
             },
             settings,
             tls,
-            builder,
             metrics,
             counts: Arc::default(),
-            clients: Mutex::default(),
+            endpoints: Mutex::default(),
         })
     }
 
-    /// The pooled client of `address`. An `Arc`, because a hyper `Client` clone bumps several
-    /// reference counts and this runs on every request.
-    fn client_for(&self, address: SocketAddr) -> Result<Arc<EndpointClient>, UpstreamError> {
-        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(client) = clients.get(&address) {
-            return Ok(client.clone());
+    /// The pool of `address`.
+    fn pool_for(&self, address: SocketAddr) -> Arc<EndpointPool> {
+        let mut pools = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(pool) = pools.get(&address) {
+            return pool.clone();
         }
-        if clients.len() >= PRUNE_CLIENTS_AT {
-            // DNS may hand out ever new addresses; clients of endpoints with no open
+        if pools.len() >= PRUNE_POOLS_AT {
+            // DNS may hand out ever new addresses; pools of endpoints with no open
             // connection hold nothing worth keeping.
-            clients.retain(|a, _| self.counts.open(*a) > 0);
+            pools.retain(|a, _| self.counts.open(*a) > 0);
         }
-        let authority = Authority::try_from(address.to_string())
-            .map_err(|e| UpstreamError::Protocol(Box::new(e)))?;
-        let client = Arc::new(EndpointClient {
-            client: self.builder.build(Connector::new(
+        let pool = Arc::new(EndpointPool::new(
+            Connector::new(
                 self.cluster.clone(),
                 address,
                 self.settings.connect_timeout,
                 self.tls.clone(),
                 self.metrics.clone(),
                 self.counts.clone(),
-            )),
-            authority,
-        });
-        clients.insert(address, client.clone());
-        Ok(client)
+            ),
+            self.settings.idle_timeout,
+            self.settings.max_idle_per_endpoint as usize,
+        ));
+        pools.insert(address, pool.clone());
+        pool
     }
 
-    /// Sends `req` to `address` over its pooled client; see [`Cluster::send`].
+    /// Sends `req` to `address` over its pool; see [`Cluster::send`].
     async fn send(
         &self,
         address: SocketAddr,
         mut req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let upstream = self.client_for(address)?;
-        let http2 = self.settings.protocol == UpstreamProtocol::Http2;
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let pool = self.pool_for(address);
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
 
-        let (authority, from_host) = if http2 {
-            let host = req
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| Authority::try_from(h.as_bytes()).ok());
-            let from_host = host.is_some();
-            let authority = host
-                .or_else(|| req.uri().authority().cloned())
-                .unwrap_or_else(|| upstream.authority.clone());
-            (authority, from_host)
-        } else {
-            (upstream.authority.clone(), false)
+        if self.settings.protocol == UpstreamProtocol::Http1 {
+            // HTTP/1.1 sends the origin form; the host goes in `Host`, which every request
+            // needs. The proxy path always sets one; a request without (a health check sent
+            // with no `host`) names the endpoint.
+            *req.uri_mut() = Uri::from(path_and_query);
+            if !req.headers().contains_key(http::header::HOST) {
+                let host = HeaderValue::try_from(address.to_string())
+                    .map_err(|e| UpstreamError::Protocol(Box::new(e)))?;
+                req.headers_mut().insert(http::header::HOST, host);
+            }
+            *req.version_mut() = Version::HTTP_11;
+            return pool.send_http1(req).await;
+        }
+
+        // HTTP/2 carries the host as `:authority`, taken from the URI: the downstream `Host`,
+        // else the request URI's authority, else the endpoint address.
+        let host = req
+            .headers_mut()
+            .remove(http::header::HOST)
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok());
+        let authority = match host.or_else(|| req.uri().authority().cloned()) {
+            Some(authority) => authority,
+            None => Authority::try_from(address.to_string())
+                .map_err(|e| UpstreamError::Protocol(Box::new(e)))?,
         };
-        // `PathAndQuery` is `Bytes` inside: cloning it copies nothing.
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(authority);
-        parts.path_and_query = Some(
-            req.uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        );
+        // `PathAndQuery` is `Bytes` inside: cloning it copies nothing.
+        parts.path_and_query = Some(path_and_query);
         *req.uri_mut() =
             Uri::from_parts(parts).map_err(|e| UpstreamError::Protocol(Box::new(e)))?;
-        if http2 {
-            if from_host {
-                // HTTP/2 carries the host as `:authority`; a `Host` header next to it is
-                // redundant and some servers reject the pair.
-                req.headers_mut().remove(http::header::HOST);
-            }
-            *req.version_mut() = Version::HTTP_2;
-        } else {
-            *req.version_mut() = Version::HTTP_11;
-        }
-
-        upstream
-            .client
-            .request(req)
-            .await
-            .map_err(UpstreamError::from_client)
+        *req.version_mut() = Version::HTTP_2;
+        pool.send_http2(req).await
     }
 
     fn open_connections(&self, address: SocketAddr) -> u64 {

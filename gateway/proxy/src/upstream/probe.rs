@@ -1,6 +1,6 @@
 //! One active health check of one endpoint: an HTTP request or a TCP connect.
 //!
-//! HTTP checks go through the endpoint's pooled client, so they use the cluster's protocol and
+//! HTTP checks go through the endpoint's connection pool, so they use the cluster's protocol and
 //! TLS settings and reuse a keep-alive connection like Envoy's checker does; a check never
 //! counts as a request for load balancing or outlier detection.
 

@@ -137,6 +137,9 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
             .expect("response");
         return Ok(response);
     }
+    if req.uri().path() == "/big" {
+        return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; 64 * 1024]))));
+    }
     let host = req
         .headers()
         .get(http::header::HOST)
@@ -317,6 +320,141 @@ async fn each_endpoint_has_its_own_pool() {
     assert!(served.contains(&a.address.to_string()));
     assert!(served.contains(&b.address.to_string()));
     assert_eq!((a.accepts(), b.accepts()), (1, 1));
+}
+
+/// Open connections to the cluster's first endpoint, once they stop changing for a moment
+/// (connection tasks end a few polls after their pool lets go of them).
+async fn settled_open_connections(cluster: &Cluster) -> serde_json::Value {
+    let mut open = cluster.status()["endpoints"][0]["open_connections"].clone();
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = cluster.status()["endpoints"][0]["open_connections"].clone();
+        if now == open {
+            return now;
+        }
+        open = now;
+    }
+    open
+}
+
+/// One request, then another before the idle timeout (reusing the connection), then a long
+/// pause: the connection is closed, and the next request opens a new one.
+async fn idle_connection_closes_after_the_idle_timeout(wire: Wire, protocol: UpstreamProtocol) {
+    let upstream = Upstream::start(wire, None).await;
+    let mut config = cluster_config("web", &[upstream.address]);
+    config.protocol = protocol;
+    config.idle_timeout = Duration::from_secs(10);
+    let cluster = build(&config);
+
+    send(&cluster, get("/", "svc")).await.expect("response");
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(settled_open_connections(&cluster).await, 1);
+    send(&cluster, get("/", "svc")).await.expect("response");
+    assert_eq!(upstream.accepts(), 1, "reused before the timeout");
+
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    assert_eq!(settled_open_connections(&cluster).await, 0);
+    send(&cluster, get("/", "svc")).await.expect("response");
+    assert_eq!(upstream.accepts(), 2, "a new connection after it");
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_http1_connections_are_closed_after_the_idle_timeout() {
+    idle_connection_closes_after_the_idle_timeout(Wire::Http1, UpstreamProtocol::Http1).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_http2_connection_is_closed_after_the_idle_timeout() {
+    idle_connection_closes_after_the_idle_timeout(Wire::Http2, UpstreamProtocol::Http2).await;
+}
+
+#[tokio::test]
+async fn no_more_than_max_idle_connections_stay_open() {
+    let upstream = Upstream::start(Wire::Http1, None).await;
+    let mut config = cluster_config("web", &[upstream.address]);
+    config.max_idle_per_endpoint = 1;
+    let cluster = build(&config);
+
+    // Three at once find no idle connection, so each opens its own.
+    let (a, b, c) = tokio::join!(
+        send(&cluster, get("/a", "svc")),
+        send(&cluster, get("/b", "svc")),
+        send(&cluster, get("/c", "svc")),
+    );
+    for result in [a, b, c] {
+        result.expect("response");
+    }
+    assert_eq!(upstream.accepts(), 3);
+
+    assert_eq!(settled_open_connections(&cluster).await, 1);
+}
+
+#[tokio::test]
+async fn http2_requests_share_one_connection_opened_once() {
+    let upstream = Upstream::start(Wire::Http2, None).await;
+    let mut config = cluster_config("grpc", &[upstream.address]);
+    config.protocol = UpstreamProtocol::Http2;
+    let cluster = build(&config);
+
+    // A burst before any connection exists waits for one connect, not one each.
+    let (a, b, c) = tokio::join!(
+        send(&cluster, get("/a", "svc")),
+        send(&cluster, get("/b", "svc")),
+        send(&cluster, get("/c", "svc")),
+    );
+    for result in [a, b, c] {
+        assert_eq!(result.expect("response").0.version(), Version::HTTP_2);
+    }
+
+    assert_eq!(upstream.accepts(), 1);
+}
+
+#[tokio::test]
+async fn a_body_dropped_half_read_does_not_return_its_connection() {
+    let upstream = Upstream::start(Wire::Http1, None).await;
+    let cluster = build(&cluster_config("web", &[upstream.address]));
+    let endpoint = cluster.pick(&PickContext::default()).expect("endpoint");
+
+    // 64 KiB do not arrive in one read, so dropping the body after one frame leaves bytes unread.
+    let response = cluster
+        .send(&endpoint, get("/big", "svc"))
+        .await
+        .expect("response");
+    let mut body = response.into_body();
+    body.frame().await.expect("a frame").expect("data");
+    drop(body);
+    send(&cluster, get("/", "svc")).await.expect("response");
+
+    assert_eq!(upstream.accepts(), 2);
+}
+
+#[tokio::test]
+async fn upstream_closing_an_idle_connection_costs_no_request() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr");
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let counter = accepts.clone();
+    let server = tokio::spawn(async move {
+        // Answers one request per connection as if keeping it alive, then hangs up.
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 1024];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+            drop(tcp);
+        }
+    });
+    let cluster = build(&cluster_config("flaky", &[address]));
+
+    for _ in 0..3 {
+        let (response, text) = send(&cluster, get("/", "svc")).await.expect("response");
+        assert_eq!((response.status(), text.as_str()), (StatusCode::OK, "ok"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(accepts.load(Ordering::SeqCst), 3);
+    server.abort();
 }
 
 #[tokio::test]
