@@ -26,10 +26,11 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use http::StatusCode;
 use http::header::UPGRADE;
 use hyper::server::conn::{http1, http2};
@@ -390,7 +391,9 @@ where
 /// on abort or when a request head takes longer than the header-read timeout.
 ///
 /// This runs around every request, so its timers and signal futures are made once and reset,
-/// not rebuilt on each wake-up, and the connection is polled first.
+/// not rebuilt on each wake-up. The connection is polled on every wake-up; the signals and
+/// timers only when one of them woke the task ([`ControlWaker`]), since most wake-ups are the
+/// connection's own IO.
 async fn drive<C, E>(
     mut conn: Pin<&mut C>,
     mut poll: impl FnMut(Pin<&mut C>, &mut Context<'_>) -> Poll<Result<(), E>>,
@@ -410,6 +413,7 @@ where
         parked: _,
     } = ctl;
     let (idle_timeout, header_read_timeout) = (*idle_timeout, *header_read_timeout);
+    let activity: &Activity = activity;
     let mut shutting_down = false;
     // Waiting for a long request to end (see `Activity::wake_when_idle`).
     let mut waiting = false;
@@ -425,11 +429,49 @@ where
     let quiet = tokio::time::sleep_until(activity.next_idle_check(quiet_after));
     // Armed when a request head starts; far away (and ignored) otherwise.
     let head = sleep_until_some(header_read_timeout.and_then(|t| activity.head_deadline(t)));
-    tokio::pin!(drained, aborted, quiet, head);
+    let head_started = activity.head_started();
+    let went_idle = activity.went_idle();
+    tokio::pin!(drained, aborted, quiet, head, head_started, went_idle);
+    let control = Arc::new(ControlWaker::default());
+    let control_waker = Waker::from(control.clone());
+
     loop {
-        tokio::select! {
-            biased;
-            res = std::future::poll_fn(|cx| poll(conn.as_mut(), cx)) => {
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(res) = poll(conn.as_mut(), cx) {
+                return Poll::Ready(Event::Conn(res));
+            }
+            control.task.register(cx.waker());
+            if !control.woken.swap(false, Ordering::AcqRel) {
+                return Poll::Pending;
+            }
+            let cx = &mut Context::from_waker(&control_waker);
+            if aborted.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Aborted);
+            }
+            if !shutting_down && drained.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Drained);
+            }
+            if header_read_timeout.is_some() && head_started.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::HeadStarted);
+            }
+            if head.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::HeadTimer);
+            }
+            if !shutting_down && quiet.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Quiet);
+            }
+            if waiting && went_idle.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::WentIdle);
+            }
+            Poll::Pending
+        })
+        .await;
+        // Whatever happened changes what the signals and timers must watch: look at all of
+        // them on the next poll.
+        control.woken.store(true, Ordering::Release);
+
+        match event {
+            Event::Conn(res) => {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "downstream connection ended with an error");
                     return End::Dropped;
@@ -439,18 +481,19 @@ where
                     _ => End::Done,
                 };
             }
-            () = &mut aborted => return End::Dropped,
+            Event::Aborted => return End::Dropped,
             // (A drain during parking needs nothing here: the parked wait sees it at once.)
-            () = &mut drained, if !shutting_down => {
+            Event::Drained => {
                 shutdown(conn.as_mut());
                 shutting_down = true;
             }
             // A head started: arm its deadline.
-            () = activity.head_started(), if header_read_timeout.is_some() => {
+            Event::HeadStarted => {
+                head_started.set(activity.head_started());
                 let deadline = header_read_timeout.and_then(|t| activity.head_deadline(t));
                 head.set(sleep_until_some(deadline));
             }
-            () = &mut head => {
+            Event::HeadTimer => {
                 if header_read_timeout.is_some_and(|t| activity.head_expired(t)) {
                     // A partial head cannot be shut down gracefully (hyper waits for it), and
                     // no response is underway, so the connection is simply dropped.
@@ -461,7 +504,7 @@ where
                 let deadline = header_read_timeout.and_then(|t| activity.head_deadline(t));
                 head.set(sleep_until_some(deadline));
             }
-            () = &mut quiet, if !shutting_down => {
+            Event::Quiet => {
                 let no_head = activity.head_deadline(Duration::ZERO).is_none();
                 if release_after.is_some_and(|after| activity.is_idle(after)) && no_head {
                     parking = Some(activity.started());
@@ -474,16 +517,58 @@ where
                 } else if !waiting && activity.wake_when_idle() {
                     // A long request: look again when it ends, or at `idle_timeout`.
                     waiting = true;
-                    quiet.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
+                    quiet
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + idle_timeout);
                 } else {
                     quiet.as_mut().reset(activity.next_idle_check(quiet_after));
                 }
             }
-            () = activity.went_idle(), if waiting => {
+            Event::WentIdle => {
                 waiting = false;
+                went_idle.set(activity.went_idle());
                 quiet.as_mut().reset(activity.next_idle_check(quiet_after));
             }
         }
+    }
+}
+
+/// What woke [`drive`]'s loop.
+enum Event<E> {
+    Conn(Result<(), E>),
+    Aborted,
+    Drained,
+    HeadStarted,
+    HeadTimer,
+    Quiet,
+    WentIdle,
+}
+
+/// The waker [`drive`] polls its signals and timers with: it notes that one of them fired,
+/// then wakes the connection task.
+struct ControlWaker {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Default for ControlWaker {
+    fn default() -> Self {
+        // Everything is polled once at the start, to register.
+        Self {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        }
+    }
+}
+
+impl Wake for ControlWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 
