@@ -88,7 +88,7 @@ impl EndpointPool {
         self: &Arc<Self>,
         req: Request<ProxyBody>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let req = match self.checkout_idle().await {
+        let req = match self.checkout_idle() {
             Some(mut sender) => match sender.try_send_request(req).await {
                 Ok(response) => return Ok(self.reusable(response, sender)),
                 Err(mut error) => match error.take_message() {
@@ -142,21 +142,29 @@ impl EndpointPool {
 
     /// The most recently used idle connection that is still open and ready, closing the
     /// expired and closed ones on the way.
-    async fn checkout_idle(&self) -> Option<http1::SendRequest<ProxyBody>> {
-        loop {
-            let Idle { mut sender, since } = self.lock().idle.pop()?;
-            if sender.is_closed() || since.elapsed() >= self.idle_timeout {
+    ///
+    /// One that is open but not ready is still busy: its response ended before its request
+    /// body did (an upstream may answer early). Waiting for it could take as long as the
+    /// client's upload, so it goes back under the others and the search goes on.
+    fn checkout_idle(&self) -> Option<http1::SendRequest<ProxyBody>> {
+        let mut state = self.lock();
+        let mut busy = Vec::new();
+        let found = loop {
+            let Some(idle) = state.idle.pop() else {
+                break None;
+            };
+            if idle.sender.is_closed() || idle.since.elapsed() >= self.idle_timeout {
                 continue;
             }
-            if sender.is_ready() {
-                return Some(sender);
+            if idle.sender.is_ready() {
+                break Some(idle.sender);
             }
-            // Returned at the end of its body, before its connection task has seen that end;
-            // it is ready once that task runs, or closed.
-            if sender.ready().await.is_ok() {
-                return Some(sender);
-            }
+            busy.push(idle);
+        };
+        if !busy.is_empty() {
+            state.idle.splice(0..0, busy.into_iter().rev());
         }
+        found
     }
 
     /// `response`, with its body set to return `sender` to the pool once read to the end.

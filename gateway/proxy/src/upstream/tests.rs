@@ -429,6 +429,60 @@ async fn a_body_dropped_half_read_does_not_return_its_connection() {
 }
 
 #[tokio::test]
+async fn a_connection_still_sending_a_request_body_is_not_waited_for() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        // Answers every request head at once, without reading any body: an early answer.
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = tcp.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if tcp.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let cluster = build(&cluster_config("early", &[address]));
+
+    // The first request's body never ends while the test runs; its answer comes anyway.
+    let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    body_tx
+        .send(Bytes::from_static(b"part"))
+        .await
+        .expect("send");
+    let chunks = futures_util::stream::unfold(body_rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, body::BoxError>(http_body::Frame::data(chunk)), rx))
+    });
+    let upload = Request::builder()
+        .method(http::Method::POST)
+        .uri("/upload")
+        .header(http::header::HOST, "svc")
+        .body(http_body_util::StreamBody::new(chunks).boxed())
+        .expect("request");
+    let (first, _) = send(&cluster, upload).await.expect("early answer");
+    assert_eq!(first.status(), StatusCode::OK);
+
+    // The next request must not queue behind that upload: it takes a new connection.
+    let next = tokio::time::timeout(Duration::from_secs(10), send(&cluster, get("/", "svc")))
+        .await
+        .expect("not stuck behind the upload")
+        .expect("response");
+    assert_eq!(next.1, "ok");
+    drop(body_tx);
+    server.abort();
+}
+
+#[tokio::test]
 async fn upstream_closing_an_idle_connection_costs_no_request() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("addr");
