@@ -75,6 +75,9 @@ async fn metrics_count_requests_by_route_and_errors_by_kind() {
         assert_eq!(ok, Some(3.0), "{metrics}");
         let no_route = metric_sum(&metrics, "levee_request_errors_total", r#"kind="no-route""#);
         assert_eq!(no_route, Some(1.0), "{metrics}");
+        // The three went one after another over one upstream connection, now idle in the pool.
+        let idle = metric_sum(&metrics, "levee_upstream_connections_idle", "");
+        assert_eq!(idle, Some(1.0), "{metrics}");
     })
     .await;
 }

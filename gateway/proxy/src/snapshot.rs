@@ -223,7 +223,8 @@ impl Snapshot {
 
     /// `/clusters` JSON: `{ "clusters": [ { "name", "lb", "protocol", "endpoints": [ {
     /// "address", "weight", "priority", "usable", "in_flight", "requests_total",
-    /// "ewma_latency_ms", "open_connections", "source" } ] } ] }`, clusters in config order.
+    /// "ewma_latency_ms", "open_connections", "idle_connections", "source" } ] } ] }`, clusters
+    /// in config order.
     pub fn clusters_status(&self) -> serde_json::Value {
         let clusters: Vec<serde_json::Value> = self
             .config

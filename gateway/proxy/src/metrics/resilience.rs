@@ -16,7 +16,8 @@
 //!   `levee_cluster_panic{cluster}`, `levee_cluster_availability_ratio{cluster}`,
 //!   `levee_endpoint_usable{cluster,endpoint}`, `levee_endpoint_ejected{cluster,endpoint}`,
 //!   `levee_endpoint_availability_ratio{cluster,endpoint}`, `levee_endpoint_outages{cluster,endpoint}`,
-//!   `levee_endpoint_mttr_seconds{cluster,endpoint}`, `levee_endpoint_mtbf_seconds{cluster,endpoint}`.
+//!   `levee_endpoint_mttr_seconds{cluster,endpoint}`, `levee_endpoint_mtbf_seconds{cluster,endpoint}`,
+//!   `levee_upstream_connections_idle{cluster,endpoint}`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -49,6 +50,8 @@ pub struct EndpointState {
     pub outages: u64,
     pub mttr_seconds: f64,
     pub mtbf_seconds: f64,
+    /// HTTP/1.1 connections idle in the endpoint's pool.
+    pub idle_connections: u64,
 }
 
 /// Where the gauges come from: the serving snapshot, set once the gateway has one.
@@ -374,7 +377,7 @@ impl Collector for StateCollector {
             "Share of the rolling window in which the cluster had a usable endpoint",
             |c| c.availability,
         )?;
-        let endpoint_gauges: [EndpointGauge; 6] = [
+        let endpoint_gauges: [EndpointGauge; 7] = [
             (
                 "endpoint_usable",
                 "1 while the endpoint may be picked",
@@ -404,6 +407,11 @@ impl Collector for StateCollector {
                 "endpoint_mtbf_seconds",
                 "Mean time between failures of the endpoint",
                 |e| e.mtbf_seconds,
+            ),
+            (
+                "upstream_connections_idle",
+                "HTTP/1.1 connections idle in the endpoint's pool",
+                |e| e.idle_connections as f64,
             ),
         ];
         for (name, help, value) in endpoint_gauges {

@@ -546,6 +546,15 @@ impl Pools {
         pool.send_http2(req).await
     }
 
+    /// Idle pooled connections to `address` right now (without making its pool).
+    fn idle_connections(&self, address: SocketAddr) -> usize {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&address)
+            .map_or(0, |pool| pool.idle_connections())
+    }
+
     fn open_connections(&self, address: SocketAddr) -> u64 {
         self.counts.open(address)
     }

@@ -78,6 +78,12 @@ impl EndpointPool {
         }
     }
 
+    /// HTTP/1.1 connections waiting in the pool for a request. (An HTTP/2 connection is
+    /// shared by every request, so it is never counted as idle.)
+    pub(crate) fn idle_connections(&self) -> usize {
+        self.lock().idle.len()
+    }
+
     /// Sends `req` (its URI in origin form, with a `Host` header) over an idle HTTP/1.1
     /// connection, or a new one when none is idle.
     ///

@@ -20,7 +20,7 @@ use crate::metrics::{ClusterState, EndpointState};
 /// usable, load }] }, breaker: {..} | null, limits: {..}, health: { usable, ejected, endpoints },
 /// availability: {..}, endpoints: [{ address, weight, priority, usable, health, ejected: { reason,
 /// remaining_ms, duration_ms } | null, ejection_count, probation, breaker, in_flight, requests_total,
-/// ewma_latency_ms, open_connections, source, availability: {..} }] }`.
+/// ewma_latency_ms, open_connections, idle_connections, source, availability: {..} }] }`.
 pub(crate) fn cluster(cluster: &Cluster) -> Value {
     let now = Instant::now();
     let health = cluster.guards.health.status(now);
@@ -85,6 +85,7 @@ pub(crate) fn cluster(cluster: &Cluster) -> Value {
                 "requests_total": endpoint.requests_total(),
                 "ewma_latency_ms": endpoint.ewma_latency().as_secs_f64() * 1000.0,
                 "open_connections": cluster.pools.open_connections(address),
+                "idle_connections": cluster.pools.idle_connections(address),
                 "source": match source {
                     Source::Static => "static",
                     Source::Dns => "dns",
@@ -144,12 +145,12 @@ pub(crate) fn cluster_state(cluster: &Cluster) -> ClusterState {
             .health
             .endpoints()
             .iter()
-            .map(|h| endpoint_state(&h.status(now)))
+            .map(|h| endpoint_state(&h.status(now), cluster))
             .collect(),
     }
 }
 
-fn endpoint_state(status: &EndpointStatus) -> EndpointState {
+fn endpoint_state(status: &EndpointStatus, cluster: &Cluster) -> EndpointState {
     let seconds = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64());
     EndpointState {
         address: status.address.to_string(),
@@ -159,6 +160,7 @@ fn endpoint_state(status: &EndpointStatus) -> EndpointState {
         outages: status.availability.outages,
         mttr_seconds: seconds(status.availability.mttr),
         mtbf_seconds: seconds(status.availability.mtbf),
+        idle_connections: cluster.pools.idle_connections(status.address) as u64,
     }
 }
 

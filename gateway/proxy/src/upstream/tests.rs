@@ -354,6 +354,7 @@ async fn idle_connection_closes_after_the_idle_timeout(wire: Wire, protocol: Ups
 
     tokio::time::sleep(Duration::from_secs(16)).await;
     assert_eq!(settled_open_connections(&cluster).await, 0);
+    assert_eq!(cluster.status()["endpoints"][0]["idle_connections"], 0);
     send(&cluster, get("/", "svc")).await.expect("response");
     assert_eq!(upstream.accepts(), 2, "a new connection after it");
 }
@@ -387,6 +388,7 @@ async fn no_more_than_max_idle_connections_stay_open() {
     assert_eq!(upstream.accepts(), 3);
 
     assert_eq!(settled_open_connections(&cluster).await, 1);
+    assert_eq!(cluster.status()["endpoints"][0]["idle_connections"], 1);
 }
 
 #[tokio::test]
