@@ -15,7 +15,7 @@ use serde::Serialize;
 /// body has been fully sent (or the request failed), and hands it to [`AccessLog::log`] and
 /// [`crate::metrics::Metrics::observe_request`].
 #[derive(Debug, Clone)]
-pub struct RequestRecord {
+pub struct RequestRecord<'a> {
     /// When the request arrived.
     pub start: SystemTime,
     /// Name of the listener that accepted the request.
@@ -31,7 +31,7 @@ pub struct RequestRecord {
     /// Request method.
     pub method: http::Method,
     /// Request path and query.
-    pub path: String,
+    pub path: &'a str,
     /// The HTTP version downstream.
     pub version: http::Version,
     /// Status sent downstream (0 if the connection broke before a status was sent).
@@ -43,7 +43,7 @@ pub struct RequestRecord {
     /// Response body bytes sent downstream.
     pub bytes_out: u64,
     /// The request id (`x-request-id`).
-    pub request_id: String,
+    pub request_id: &'a str,
     /// The gateway error kind (the `x-levee-error` value), if the gateway generated the response
     /// or the response broke midway.
     pub error_kind: Option<&'static str>,
@@ -127,7 +127,7 @@ impl AccessLog {
     }
 
     /// Writes one line for this request. Never fails: a line that cannot be written is dropped.
-    pub fn log(&self, record: &RequestRecord) {
+    pub fn log(&self, record: &RequestRecord<'_>) {
         let Some(sink) = &self.sink else {
             return;
         };
@@ -148,8 +148,8 @@ impl AccessLog {
     }
 }
 
-impl<'a> From<&'a RequestRecord> for Line<'a> {
-    fn from(record: &'a RequestRecord) -> Self {
+impl<'a> From<&'a RequestRecord<'a>> for Line<'a> {
+    fn from(record: &'a RequestRecord<'a>) -> Self {
         Line {
             time: humantime::format_rfc3339_millis(record.start),
             listener: &record.listener,
@@ -158,14 +158,14 @@ impl<'a> From<&'a RequestRecord> for Line<'a> {
             endpoint: record.endpoint,
             client: record.client,
             method: record.method.as_str(),
-            path: &record.path,
+            path: record.path,
             version: version_str(record.version),
             status: record.status,
             // Microsecond precision: finer digits are noise in a log line.
             duration_ms: record.duration.as_micros() as f64 / 1e3,
             bytes_in: record.bytes_in,
             bytes_out: record.bytes_out,
-            request_id: &record.request_id,
+            request_id: record.request_id,
             error: record.error_kind,
             attempts: record.attempts,
             fallback: record.fallback,
@@ -195,7 +195,7 @@ fn version_str(version: http::Version) -> &'static str {
 mod tests {
     use super::*;
 
-    fn record(n: u64) -> RequestRecord {
+    fn record(n: u64) -> RequestRecord<'static> {
         RequestRecord {
             start: SystemTime::UNIX_EPOCH + Duration::from_millis(1_767_323_045_678),
             listener: Arc::from("public"),
@@ -204,13 +204,13 @@ mod tests {
             endpoint: Some(([127, 0, 0, 1], 9001).into()),
             client: ([10, 0, 0, 7], 50000).into(),
             method: http::Method::POST,
-            path: format!("/v1/items/{n}?q=\"x\""),
+            path: format!("/v1/items/{n}?q=\"x\"").leak(),
             version: http::Version::HTTP_2,
             status: 201,
             duration: Duration::from_micros(1250),
             bytes_in: 10 * n,
             bytes_out: 12,
-            request_id: format!("req-{n}"),
+            request_id: format!("req-{n}").leak(),
             error_kind: None,
             attempts: 1,
             fallback: None,

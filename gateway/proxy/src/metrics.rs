@@ -245,7 +245,7 @@ struct SeriesKey {
 }
 
 impl SeriesKey {
-    fn of(record: &RequestRecord, status_class: StatusClass) -> Self {
+    fn of(record: &RequestRecord<'_>, status_class: StatusClass) -> Self {
         fn addr(name: Option<&Arc<str>>) -> usize {
             name.map_or(0, |name| Arc::as_ptr(name).cast::<u8>() as usize)
         }
@@ -444,7 +444,7 @@ impl Metrics {
     }
 
     /// Counts a finished request and records its latency.
-    pub fn observe_request(&self, record: &RequestRecord) {
+    pub fn observe_request(&self, record: &RequestRecord<'_>) {
         let status_class = StatusClass::of(record.status);
         let series = self.request_series(record, status_class);
         series.duration.observe(record.duration.as_secs_f64());
@@ -469,7 +469,7 @@ impl Metrics {
     /// families (hashing every label value) the first time.
     fn request_series(
         &self,
-        record: &RequestRecord,
+        record: &RequestRecord<'_>,
         status_class: StatusClass,
     ) -> Arc<RequestSeries> {
         let key = SeriesKey::of(record, status_class);
@@ -642,7 +642,11 @@ mod tests {
 
     use super::*;
 
-    fn record(route: Option<&str>, status: u16, error_kind: Option<&'static str>) -> RequestRecord {
+    fn record(
+        route: Option<&str>,
+        status: u16,
+        error_kind: Option<&'static str>,
+    ) -> RequestRecord<'static> {
         RequestRecord {
             start: SystemTime::now(),
             listener: Arc::from("public"),
@@ -651,13 +655,13 @@ mod tests {
             endpoint: Some(([127, 0, 0, 1], 9001).into()),
             client: ([127, 0, 0, 1], 40000).into(),
             method: http::Method::GET,
-            path: "/v1/x".into(),
+            path: "/v1/x",
             version: http::Version::HTTP_11,
             status,
             duration: Duration::from_millis(3),
             bytes_in: 10,
             bytes_out: 100,
-            request_id: "id".into(),
+            request_id: "id",
             error_kind,
             attempts: 1,
             fallback: None,

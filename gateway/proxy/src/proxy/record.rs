@@ -196,7 +196,7 @@ impl Pending {
         self.inner.access_log.log(&record);
     }
 
-    fn to_record(&self, outcome: Outcome) -> RequestRecord {
+    fn to_record(&self, outcome: Outcome) -> RequestRecord<'_> {
         RequestRecord {
             start: self.start,
             listener: self.listener.clone(),
@@ -205,16 +205,13 @@ impl Pending {
             endpoint: self.endpoint,
             client: self.client,
             method: self.method.clone(),
-            path: self
-                .path
-                .as_ref()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            path: self.path.as_ref().map_or("/", |p| p.as_str()),
             version: self.version,
             status: self.status,
             duration: self.started.elapsed(),
             bytes_in: self.body.as_ref().map_or(0, |b| b.bytes()),
             bytes_out: outcome.bytes_out,
-            request_id: self.request_id.to_str().unwrap_or_default().to_owned(),
+            request_id: self.request_id.to_str().unwrap_or_default(),
             error_kind: self.error_kind.or(outcome.broke),
             attempts: if self.endpoint.is_some() {
                 self.attempts
