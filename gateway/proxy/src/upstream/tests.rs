@@ -369,6 +369,16 @@ async fn idle_http2_connection_is_closed_after_the_idle_timeout() {
     idle_connection_closes_after_the_idle_timeout(Wire::Http2, UpstreamProtocol::Http2).await;
 }
 
+/// Three requests sent at once, before any of them has a response.
+async fn burst_of_three(cluster: &Cluster) -> [Response<()>; 3] {
+    let (a, b, c) = tokio::join!(
+        send(cluster, get("/a", "svc")),
+        send(cluster, get("/b", "svc")),
+        send(cluster, get("/c", "svc")),
+    );
+    [a, b, c].map(|result| result.expect("response").0)
+}
+
 #[tokio::test]
 async fn no_more_than_max_idle_connections_stay_open() {
     let upstream = Upstream::start(Wire::Http1, None).await;
@@ -377,14 +387,7 @@ async fn no_more_than_max_idle_connections_stay_open() {
     let cluster = build(&config);
 
     // Three at once find no idle connection, so each opens its own.
-    let (a, b, c) = tokio::join!(
-        send(&cluster, get("/a", "svc")),
-        send(&cluster, get("/b", "svc")),
-        send(&cluster, get("/c", "svc")),
-    );
-    for result in [a, b, c] {
-        result.expect("response");
-    }
+    burst_of_three(&cluster).await;
     assert_eq!(upstream.accepts(), 3);
 
     assert_eq!(settled_open_connections(&cluster).await, 1);
@@ -399,13 +402,8 @@ async fn http2_requests_share_one_connection_opened_once() {
     let cluster = build(&config);
 
     // A burst before any connection exists waits for one connect, not one each.
-    let (a, b, c) = tokio::join!(
-        send(&cluster, get("/a", "svc")),
-        send(&cluster, get("/b", "svc")),
-        send(&cluster, get("/c", "svc")),
-    );
-    for result in [a, b, c] {
-        assert_eq!(result.expect("response").0.version(), Version::HTTP_2);
+    for response in burst_of_three(&cluster).await {
+        assert_eq!(response.version(), Version::HTTP_2);
     }
 
     assert_eq!(upstream.accepts(), 1);
