@@ -52,7 +52,7 @@ use crate::proxy::{Proxy, UpgradeHandoff, UpgradedIo};
 /// so that a burst of new connections going idle never holds many buffers at once; a client
 /// that waits longer than this between requests pays for a fresh hyper connection (a few
 /// microseconds), which at that rate is nothing.
-pub(super) const RELEASE_BUFFERS_AFTER: Duration = Duration::from_millis(100);
+const RELEASE_BUFFERS_AFTER: Duration = Duration::from_millis(100);
 
 /// How long closing the socket of a finished HTTP/1 connection may take (a TLS close_notify).
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);

@@ -365,14 +365,21 @@ async fn oversized_request_head_gets_431() {
     assert!(head.starts_with("HTTP/1.1 431"), "got {head:?}");
 }
 
-#[tokio::test]
-async fn header_read_timeout_closes_a_connection_with_half_a_head() {
+/// A plain listener whose `header_read_timeout` is `timeout`, and a connection to it. The set
+/// is returned too: dropping it stops the listener.
+async fn connected_with_header_read_timeout(timeout: Duration) -> (ListenerSet, TcpStream) {
     let mut l = listener("public");
-    l.limits.header_read_timeout = Duration::from_millis(200);
+    l.limits.header_read_timeout = timeout;
     let set = started(&[l]).await;
-    let mut tcp = TcpStream::connect(addr(&set, "public"))
+    let tcp = TcpStream::connect(addr(&set, "public"))
         .await
         .expect("connect");
+    (set, tcp)
+}
+
+#[tokio::test]
+async fn header_read_timeout_closes_a_connection_with_half_a_head() {
+    let (_set, mut tcp) = connected_with_header_read_timeout(Duration::from_millis(200)).await;
     tcp.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nx-slow: ")
         .await
         .expect("write");
@@ -417,12 +424,7 @@ async fn idle_keep_alive_connection_outlives_the_header_read_timeout() {
 
 #[tokio::test]
 async fn half_sent_second_head_is_cut_at_the_header_read_timeout() {
-    let mut l = listener("public");
-    l.limits.header_read_timeout = Duration::from_millis(200);
-    let set = started(&[l]).await;
-    let mut tcp = TcpStream::connect(addr(&set, "public"))
-        .await
-        .expect("connect");
+    let (_set, mut tcp) = connected_with_header_read_timeout(Duration::from_millis(200)).await;
     // HEAD, so the response is a bare head and the stream stays in step.
     tcp.write_all(b"HEAD / HTTP/1.1\r\nhost: test\r\n\r\n")
         .await
@@ -449,12 +451,7 @@ async fn half_sent_second_head_is_cut_at_the_header_read_timeout() {
 
 #[tokio::test]
 async fn a_head_begun_in_the_same_write_as_a_request_is_cut_at_the_header_read_timeout() {
-    let mut l = listener("public");
-    l.limits.header_read_timeout = Duration::from_millis(300);
-    let set = started(&[l]).await;
-    let mut tcp = TcpStream::connect(addr(&set, "public"))
-        .await
-        .expect("connect");
+    let (_set, mut tcp) = connected_with_header_read_timeout(Duration::from_millis(300)).await;
     // One write: a whole request, then the first byte of the next head. hyper reads both;
     // the stray byte outlives the parked connection and is given to a fresh one, and its
     // header-read deadline must still run.
@@ -840,6 +837,7 @@ async fn drain_waits_for_a_request_still_being_sent() {
 #[tokio::test]
 async fn a_parked_connection_wakes_for_its_next_request_and_closes_at_drain() {
     let set = Arc::new(started(&[listener("public")]).await);
+    let parked = set.metrics.downstream_parked("public");
     let mut tcp = TcpStream::connect(addr(&set, "public"))
         .await
         .expect("connect");
@@ -849,7 +847,7 @@ async fn a_parked_connection_wakes_for_its_next_request_and_closes_at_drain() {
             .expect("write");
         assert!(read_head(&mut tcp).await.starts_with("HTTP/1.1 "));
         // Idle past the release delay: hyper's connection is gone, the socket is kept.
-        tokio::time::sleep(super::serve::RELEASE_BUFFERS_AFTER * 3).await;
+        assert!(eventually(|| parked.get() == 1).await, "never parked");
         assert_eq!(set.open_connections(), 1);
     }
 
@@ -862,6 +860,7 @@ async fn a_parked_connection_wakes_for_its_next_request_and_closes_at_drain() {
         closed_by_peer(&mut tcp).await,
         "parked connection not closed"
     );
+    assert_eq!(parked.get(), 0);
 }
 
 #[tokio::test]

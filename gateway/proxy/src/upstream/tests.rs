@@ -505,7 +505,8 @@ async fn upstream_closing_an_idle_connection_costs_no_request() {
     for _ in 0..3 {
         let (response, text) = send(&cluster, get("/", "svc")).await.expect("response");
         assert_eq!((response.status(), text.as_str()), (StatusCode::OK, "ok"));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The hang-up has reached the pooled connection, which is closed but still listed.
+        assert_eq!(settled_open_connections(&cluster).await, 0);
     }
     assert_eq!(accepts.load(Ordering::SeqCst), 3);
     server.abort();
