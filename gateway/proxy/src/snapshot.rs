@@ -12,6 +12,7 @@ use http::HeaderName;
 use levee_config::Config;
 use levee_plugin_host::{HeaderFilter, PluginSet};
 use levee_resilience::store::ResponseStore;
+use rustc_hash::FxHashMap;
 
 use crate::metrics::Metrics;
 use crate::route::Router;
@@ -34,7 +35,7 @@ pub struct Snapshot {
     /// The routing table.
     pub router: Router,
     /// Runtime clusters by name.
-    pub clusters: HashMap<Arc<str>, Arc<Cluster>>,
+    pub clusters: FxHashMap<Arc<str>, Arc<Cluster>>,
     /// Last good responses (serve-stale) and plugin cache entries; shared by every snapshot.
     pub store: Arc<ResponseStore>,
     /// The config's plugins, compiled.
@@ -125,7 +126,8 @@ impl Snapshot {
             }
             bound.insert(route.name.clone(), plugins);
         }
-        let mut clusters = HashMap::with_capacity(config.clusters.len());
+        let mut clusters =
+            FxHashMap::with_capacity_and_hasher(config.clusters.len(), Default::default());
         for cluster in &config.clusters {
             let before = previous.and_then(|p| p.clusters.get(cluster.name.as_str()));
             let built = Cluster::build(cluster, before.map(|c| &**c), &ctx.metrics)

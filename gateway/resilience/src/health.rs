@@ -75,6 +75,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use levee_balance::Endpoint;
+use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
 use crate::availability::{Availability, AvailabilityStatus, DEFAULT_WINDOW};
@@ -170,7 +171,8 @@ pub struct ClusterHealth {
     inner: Mutex<ClusterInner>,
     /// The tracked endpoints by address, rebuilt by [`ClusterHealth::sync`]: the request path
     /// looks endpoints up here under a read lock instead of scanning under the cluster lock.
-    index: RwLock<HashMap<SocketAddr, Arc<EndpointHealth>>>,
+    /// Keyed by config-given addresses, so the fast unkeyed hash is safe.
+    index: RwLock<FxHashMap<SocketAddr, Arc<EndpointHealth>>>,
 }
 
 #[derive(Debug)]
@@ -333,7 +335,7 @@ impl ClusterHealth {
             enabled: AtomicBool::new(false),
             consecutive_5xx: AtomicU32::new(0),
             consecutive_gateway_failure: AtomicU32::new(0),
-            index: RwLock::new(HashMap::new()),
+            index: RwLock::new(FxHashMap::default()),
             inner: Mutex::new(ClusterInner {
                 outlier,
                 active,

@@ -5,7 +5,6 @@
 //! guard makes is logged as a structured event and counted here, so an operator sees one line
 //! and one counter per transition whichever request caused it.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,6 +18,7 @@ use levee_resilience::breaker::{
 use levee_resilience::bulkhead::{Bulkhead, BulkheadParams, Slot};
 use levee_resilience::health::{ClusterHealth, EndpointHealth};
 use levee_resilience::outlier::Outcome;
+use rustc_hash::FxHashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -117,7 +117,7 @@ const RECENT_HALF_LIFE: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 struct EndpointBreakers {
     params: BreakerParams,
-    by_address: Mutex<HashMap<SocketAddr, Arc<Breaker>>>,
+    by_address: Mutex<FxHashMap<SocketAddr, Arc<Breaker>>>,
 }
 
 // === impl Guards ===
@@ -450,7 +450,7 @@ impl Guards {
 }
 
 impl EndpointBreakers {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<Breaker>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FxHashMap<SocketAddr, Arc<Breaker>>> {
         self.by_address
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -34,6 +34,7 @@ use levee_balance::{
     Algorithm, Endpoint, EndpointSet, Member, PanicMode, PickContext, PriorityPolicy,
 };
 use levee_config::{HashOn, LbPolicy, UpstreamProtocol, UpstreamTls};
+use rustc_hash::FxHashMap;
 
 use crate::body::ProxyBody;
 use crate::metrics::Metrics;
@@ -438,7 +439,7 @@ struct Pools {
     tls: Option<tls::TlsSettings>,
     metrics: Arc<Metrics>,
     counts: Arc<ConnectionCounts>,
-    endpoints: Mutex<HashMap<SocketAddr, Arc<EndpointPool>>>,
+    endpoints: Mutex<FxHashMap<SocketAddr, Arc<EndpointPool>>>,
 }
 
 impl Pools {

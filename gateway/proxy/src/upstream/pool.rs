@@ -104,7 +104,10 @@ impl EndpointPool {
             },
             None => req,
         };
-        let mut sender = self.connect_http1().await?;
+        // Boxed, as is `connect_http2` below: a new connection is the cold path, and unboxed
+        // its future (over a KiB with the TLS handshake) would make every request's future,
+        // which hyper moves several times per request, that much larger.
+        let mut sender = Box::pin(self.connect_http1()).await?;
         let response = sender
             .send_request(req)
             .await
@@ -125,7 +128,7 @@ impl EndpointPool {
                 match self.shared_http2() {
                     Some(sender) => sender,
                     None => {
-                        let sender = self.connect_http2().await?;
+                        let sender = Box::pin(self.connect_http2()).await?;
                         let mut state = self.lock();
                         state.shared = Some(Shared {
                             sender: sender.clone(),
