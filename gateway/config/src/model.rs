@@ -336,7 +336,7 @@ pub struct Backoff {
     pub max: Duration,
 }
 
-/// Retries in flight may be at most `ratio` of the requests in flight, plus `min_per_second`.
+/// Retries may be at most `ratio` of the requests of the last 10 s, plus `min_per_second`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RetryBudget {
     /// 0..=1. Default 0.2.

@@ -107,7 +107,7 @@ async fn spawn_upstream(name: &'static str, behaviour: Behaviour) -> anyhow::Res
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let served = Arc::new(AtomicU64::new(0));
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {

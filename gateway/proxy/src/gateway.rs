@@ -10,12 +10,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use levee_config::{Config, Source, StdFileSystem};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use crate::access_log::AccessLog;
 use crate::admin::{self, AdminState};

@@ -54,9 +54,10 @@ fn success_path(c: &mut Criterion) {
         b.iter(|| black_box(time.try_acquire().map(|p| p.record(true, latency))))
     });
 
-    let budget = Arc::new(RetryBudget::new(0.2, 10));
-    c.bench_function("budget_request_started", |b| {
-        b.iter(|| black_box(budget.request_started()))
+    let budget = RetryBudget::new(0.2, 10);
+    let now = tokio::time::Instant::now();
+    c.bench_function("budget_deposit", |b| {
+        b.iter(|| budget.deposit(black_box(now)))
     });
 
     let limits = bulkhead();
@@ -95,7 +96,7 @@ fn success_path(c: &mut Criterion) {
     c.bench_function("all_per_request", |b| {
         let mut i = 0;
         b.iter(|| {
-            let _active = budget.request_started();
+            budget.deposit(now);
             let _slot = limits.try_request();
             let permit = count.try_acquire();
             let endpoint = set.pick(&PickContext::default()).expect("an endpoint");

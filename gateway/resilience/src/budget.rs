@@ -1,124 +1,135 @@
-//! Retry budget: retries in flight are limited to a share of the requests in flight.
+//! Retry budget: retries are at most a share of the requests of a recent window, plus a floor.
 //!
 //! # Why a budget and not only a retry count?
 //!
 //! A per-request retry count (`attempts: 3`) multiplies load exactly when an upstream is failing:
-//! every request becomes three. A budget (Finagle, linkerd, Envoy's `retry_budget`) lets retries
-//! smooth over a few failures but caps the extra load at a fixed share of real traffic, so a
-//! retry storm cannot form. A floor of `min_per_second` keeps retries possible on routes with
-//! little traffic, where the ratio alone would round down to nothing.
+//! every request becomes three. A budget (Finagle, linkerd, tower, Envoy's `retry_budget`) lets
+//! retries smooth over a few failures but caps the extra load at a fixed share of real traffic,
+//! so a retry storm cannot form. A floor of `min_per_second` keeps retries possible on routes
+//! with little traffic, where the ratio alone would round down to nothing.
+//!
+//! # Why over a window, and not over what is in flight
+//!
+//! An earlier version compared retries *in flight* with requests *in flight*. Against a service
+//! that fails fast, neither is in flight for long, so the check almost always passed: a chaos
+//! run with 8 clients against a cluster answering every request with 503 sent 2.24 upstream
+//! calls per client request with a 20% budget. Counting over time, as Finagle's and tower's
+//! budgets do (`tower/src/retry/budget/tps_budget.rs`), holds however fast the failures are.
 //!
 //! # The formula
 //!
-//! With `active` requests in flight (each holds a [`RequestGuard`]) and `retries` retries in
-//! flight (each holds a [`RetryGuard`]), a new retry is allowed when
+//! Every request [`deposits`](RetryBudget::deposit) `ratio` of a token, every retry
+//! [`withdraws`](RetryBudget::withdraw) one whole token, and both are kept for [`WINDOW`]. A
+//! reserve of `min_per_second × WINDOW` tokens is always there. A retry is allowed when
 //!
 //! ```text
-//! retries + 1 <= ratio * active        (the ratio: retries may be at most `ratio` of active)
-//! or a floor token is available        (bucket of `min_per_second` tokens, refilled at
-//!                                       `min_per_second` per second)
+//! reserve + ratio × requests(window) − retries(window) >= 1
 //! ```
 //!
-//! The ratio is checked first and takes no token. A retry admitted by a token still counts in
-//! `retries` while it runs. Every refusal is counted in [`RetryBudget::overflows`].
+//! so over any long run, retries ≤ `ratio × requests + min_per_second × seconds`, and a failing
+//! cluster receives at most `1 + ratio` upstream calls per client request, plus the floor.
+//! Every refusal is counted in [`RetryBudget::overflows`].
 //!
-//! The success path (a request that never retries) is two atomic adds on the active count.
+//! # Cost
+//!
+//! A deposit is one relaxed atomic load (is the current slice still current?) and one atomic
+//! add; once a second one request clears the slices that fell out of the window, under a lock
+//! that nothing else on the success path takes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// A route's retry budget, shared by every request of the route as an `Arc`.
+/// How long a deposit or withdrawal counts (Finagle's and tower's default `ttl`).
+pub const WINDOW: Duration = Duration::from_secs(10);
+
+/// The window is kept in this many slices, so it slides in steps of one second.
+const SLICES: usize = 10;
+
+/// One second: `WINDOW / SLICES`.
+const SLICE: Duration = Duration::from_secs(1);
+
+/// Tokens are counted in thousandths, so that a ratio like 0.2 deposits a whole number.
+const TOKEN: i64 = 1_000;
+
+/// A route's retry budget, shared by every request of the route.
 #[derive(Debug)]
 pub struct RetryBudget {
     /// 0..=1. Config default 0.2.
     ratio: f64,
-    /// Floor of retries per second, also the burst of the floor bucket. Config default 10.
+    /// Floor of retries per second. Config default 10.
     min_per_second: u32,
-    active: AtomicU64,
-    retries: AtomicU64,
+    /// `ratio` in thousandths of a token: what each request deposits.
+    deposit: i64,
+    /// `min_per_second × WINDOW` tokens, in thousandths.
+    reserve: i64,
+    origin: Instant,
+    /// Net tokens (deposits − withdrawals) of each slice; slice `n` lives in `slices[n % SLICES]`.
+    slices: [AtomicI64; SLICES],
+    /// The newest slice number (seconds since `origin`) the slices were cleared up to.
+    current: AtomicU64,
+    /// Held by the one request that clears slices which fell out of the window.
+    rolling: Mutex<()>,
     overflows: AtomicU64,
-    floor: Mutex<Floor>,
-}
-
-/// The `min_per_second` token bucket; only touched when the ratio refuses a retry.
-#[derive(Debug)]
-struct Floor {
-    tokens: f64,
-    refilled_at: Instant,
-}
-
-/// Counts one request in flight until dropped. From [`RetryBudget::request_started`].
-#[derive(Debug)]
-#[must_use = "the request counts as active only while the guard lives"]
-pub struct RequestGuard {
-    budget: Arc<RetryBudget>,
-}
-
-/// Counts one retry in flight until dropped. From [`RetryBudget::try_retry`].
-#[derive(Debug)]
-#[must_use = "the retry counts as in flight only while the guard lives"]
-pub struct RetryGuard {
-    budget: Arc<RetryBudget>,
 }
 
 // === impl RetryBudget ===
 
 impl RetryBudget {
-    /// A budget that lets retries be `ratio` of active requests, plus `min_per_second`.
+    /// A budget that lets retries be `ratio` of the window's requests, plus `min_per_second`.
     ///
-    /// `ratio` is clamped to `0..=1` (NaN is 0). The floor bucket starts full.
+    /// `ratio` is clamped to `0..=1` (NaN is 0).
     pub fn new(ratio: f64, min_per_second: u32) -> Self {
         let ratio = if ratio.is_nan() {
             0.0
         } else {
             ratio.clamp(0.0, 1.0)
         };
+        // Exact for the ratios a config can name (whole percents); at most 1000.
+        #[expect(clippy::cast_possible_truncation, reason = "ratio is within 0..=1")]
+        let deposit = (ratio * TOKEN as f64).round() as i64;
         RetryBudget {
             ratio,
             min_per_second,
-            active: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
+            deposit,
+            reserve: i64::from(min_per_second) * WINDOW.as_secs() as i64 * TOKEN,
+            origin: Instant::now(),
+            slices: Default::default(),
+            current: AtomicU64::new(0),
+            rolling: Mutex::new(()),
             overflows: AtomicU64::new(0),
-            floor: Mutex::new(Floor {
-                tokens: f64::from(min_per_second),
-                refilled_at: Instant::now(),
-            }),
         }
     }
 
-    /// Counts a request as active until the returned guard is dropped.
-    pub fn request_started(self: &Arc<Self>) -> RequestGuard {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        RequestGuard {
-            budget: Arc::clone(self),
+    /// Counts one request made at `now` (its start: the request path already read the clock).
+    pub fn deposit(&self, now: Instant) {
+        if self.deposit == 0 {
+            return;
         }
+        let slice = self.roll(now);
+        self.slices[slice % SLICES].fetch_add(self.deposit, Ordering::Relaxed);
     }
 
-    /// Asks for one retry. `None` (counted as an overflow) when the budget is spent.
-    pub fn try_retry(self: &Arc<Self>) -> Option<RetryGuard> {
-        let active = self.active.load(Ordering::Relaxed);
-        let allowed_by_ratio = self.ratio * active as f64;
-        let before = self.retries.fetch_add(1, Ordering::AcqRel);
-        if (before + 1) as f64 <= allowed_by_ratio || self.take_floor_token() {
-            return Some(RetryGuard {
-                budget: Arc::clone(self),
-            });
+    /// Asks for one retry now: `true` and one token spent, or `false` (counted as an
+    /// overflow) when the budget is spent.
+    pub fn withdraw(&self) -> bool {
+        let slice = self.roll(Instant::now());
+        // Check-then-spend is not one atomic step: two racing retries may both pass on the
+        // last token. The overshoot is bounded by the number of workers, as in tower.
+        if self.balance() >= TOKEN {
+            self.slices[slice % SLICES].fetch_sub(TOKEN, Ordering::Relaxed);
+            return true;
         }
-        self.retries.fetch_sub(1, Ordering::AcqRel);
         self.overflows.fetch_add(1, Ordering::Relaxed);
-        None
+        false
     }
 
-    /// Requests in flight now.
-    pub fn active(&self) -> u64 {
-        self.active.load(Ordering::Relaxed)
-    }
-
-    /// Retries in flight now.
-    pub fn retries_in_flight(&self) -> u64 {
-        self.retries.load(Ordering::Relaxed)
+    /// Whole retries the budget would allow now.
+    pub fn available(&self) -> u64 {
+        self.roll(Instant::now());
+        u64::try_from(self.balance() / TOKEN).unwrap_or(0)
     }
 
     /// Retries refused since the budget was created.
@@ -136,120 +147,118 @@ impl RetryBudget {
         self.min_per_second
     }
 
-    fn take_floor_token(&self) -> bool {
-        if self.min_per_second == 0 {
-            return false;
-        }
-        let mut floor = self.floor.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        let rate = f64::from(self.min_per_second);
-        let elapsed = now
-            .saturating_duration_since(floor.refilled_at)
-            .as_secs_f64();
-        floor.tokens = (floor.tokens + elapsed * rate).min(rate);
-        floor.refilled_at = now;
-        if floor.tokens >= 1.0 {
-            floor.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+    fn balance(&self) -> i64 {
+        self.reserve
+            + self
+                .slices
+                .iter()
+                .map(|s| s.load(Ordering::Relaxed))
+                .sum::<i64>()
     }
-}
 
-// === impl RequestGuard ===
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        self.budget.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-// === impl RetryGuard ===
-
-impl Drop for RetryGuard {
-    fn drop(&mut self) {
-        self.budget.retries.fetch_sub(1, Ordering::AcqRel);
+    /// Clears the slices that fell out of the window by `now`; returns `now`'s slice number.
+    fn roll(&self, now: Instant) -> usize {
+        let elapsed = now.saturating_duration_since(self.origin);
+        let slice = elapsed.as_secs() / SLICE.as_secs();
+        if self.current.load(Ordering::Acquire) >= slice {
+            return slice as usize;
+        }
+        let _rolling = self.rolling.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.current.load(Ordering::Acquire);
+        if current < slice {
+            // Slices current+1..=slice are new: whatever their cells hold is SLICES or more
+            // seconds old. After a long quiet spell, clearing every cell once is enough.
+            let stale = (slice - current).min(SLICES as u64);
+            for n in 0..stale {
+                self.slices[((slice - n) as usize) % SLICES].store(0, Ordering::Relaxed);
+            }
+            self.current.store(slice, Ordering::Release);
+        }
+        slice as usize
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn ratio_limits_retries_in_flight() {
-        let budget = Arc::new(RetryBudget::new(0.2, 0));
-        let _requests: Vec<_> = (0..10).map(|_| budget.request_started()).collect();
-        let first = budget.try_retry().expect("1 of 2 allowed");
-        let second = budget.try_retry().expect("2 of 2 allowed");
-        assert!(budget.try_retry().is_none());
-        assert_eq!(budget.overflows(), 1);
-        assert_eq!(budget.retries_in_flight(), 2);
-
-        drop(first);
-        let third = budget
-            .try_retry()
-            .expect("a finished retry frees its place");
-        assert!(budget.try_retry().is_none());
-        assert_eq!(budget.overflows(), 2);
-        drop((second, third));
-        assert_eq!(budget.retries_in_flight(), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn ratio_follows_active_requests() {
-        let budget = Arc::new(RetryBudget::new(0.5, 0));
-        let a = budget.request_started();
-        assert!(
-            budget.try_retry().is_none(),
-            "0.5 of 1 active rounds down to no retry"
-        );
-        let b = budget.request_started();
-        assert_eq!(budget.active(), 2);
-        let retry = budget.try_retry();
-        assert!(retry.is_some());
-        drop((a, b, retry));
-        assert_eq!(budget.active(), 0);
-        assert!(budget.try_retry().is_none());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn min_per_second_admits_retries_without_traffic_and_refills() {
-        let budget = Arc::new(RetryBudget::new(0.2, 3));
-        // Guards dropped at once: each token is spent, in flight or not.
-        for _ in 0..3 {
-            assert!(budget.try_retry().is_some());
+    fn requests(budget: &RetryBudget, n: usize) {
+        for _ in 0..n {
+            budget.deposit(Instant::now());
         }
-        assert!(budget.try_retry().is_none());
-        assert_eq!(budget.overflows(), 1);
+    }
 
-        tokio::time::advance(Duration::from_millis(340)).await;
-        assert!(
-            budget.try_retry().is_some(),
-            "one token back after a third of a second"
-        );
-        assert!(budget.try_retry().is_none());
+    fn retries(budget: &RetryBudget, n: usize) -> usize {
+        (0..n).filter(|_| budget.withdraw()).count()
+    }
 
-        tokio::time::advance(Duration::from_secs(60)).await;
-        for _ in 0..3 {
-            assert!(budget.try_retry().is_some());
+    #[tokio::test(start_paused = true)]
+    async fn retries_are_a_ratio_of_the_window_s_requests() {
+        let budget = RetryBudget::new(0.2, 0);
+        requests(&budget, 10);
+        assert_eq!(budget.available(), 2);
+        assert_eq!(retries(&budget, 5), 2);
+        assert_eq!(budget.overflows(), 3);
+        requests(&budget, 5);
+        assert_eq!(retries(&budget, 5), 1, "five more requests earn one retry");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fast_failures_cannot_retry_more_than_the_ratio() {
+        // The chaos run's shape: every request fails at once and asks for two retries. Nothing
+        // is ever in flight, so a budget of what is in flight would allow them all.
+        let budget = RetryBudget::new(0.2, 0);
+        let mut calls = 0;
+        for _ in 0..1_000 {
+            budget.deposit(Instant::now());
+            calls += 1 + retries(&budget, 2);
+            tokio::time::advance(Duration::from_millis(3)).await;
         }
-        assert!(
-            budget.try_retry().is_none(),
-            "burst is min_per_second, however long idle"
+        assert!(calls <= 1_200, "{calls} upstream calls for 1000 requests");
+        assert!(calls >= 1_190, "the ratio is used, not wasted: {calls}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn min_per_second_is_a_reserve_over_the_window() {
+        let budget = RetryBudget::new(0.2, 3);
+        assert_eq!(retries(&budget, 100), 30, "3 per second over a 10 s window");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(
+            retries(&budget, 100),
+            0,
+            "still spent: withdrawals last the window"
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(
+            retries(&budget, 100),
+            30,
+            "the first withdrawals left the window"
         );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn ratio_is_used_before_floor_tokens() {
-        let budget = Arc::new(RetryBudget::new(1.0, 1));
-        let _r = budget.request_started();
-        let by_ratio = budget.try_retry().expect("ratio allows one");
-        let by_token = budget.try_retry().expect("floor token still there");
-        assert!(budget.try_retry().is_none());
-        drop((by_ratio, by_token));
+    async fn deposits_expire_after_the_window() {
+        let budget = RetryBudget::new(0.5, 0);
+        requests(&budget, 10);
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(budget.available(), 5);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(budget.available(), 0);
+        // After a long quiet spell every slice is cleared once, not one per missed second.
+        requests(&budget, 2);
+        tokio::time::advance(Duration::from_secs(3_600)).await;
+        assert_eq!(budget.available(), 0);
+        requests(&budget, 2);
+        assert_eq!(budget.available(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_ratio_allows_only_the_floor() {
+        let budget = RetryBudget::new(0.0, 1);
+        requests(&budget, 1_000);
+        assert_eq!(budget.available(), 10);
+        let nan = RetryBudget::new(f64::NAN, 0);
+        requests(&nan, 1_000);
+        assert_eq!(nan.available(), 0);
     }
 }

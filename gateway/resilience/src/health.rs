@@ -514,6 +514,22 @@ impl ClusterHealth {
         true
     }
 
+    /// Gives back the probation probe that [`ClusterHealth::on_pick`] made of a request which
+    /// ended without an outcome (its client failed or went away), so the next request probes
+    /// at once instead of after `base_ejection_time`.
+    pub fn release_probe(&self, ep: &EndpointHealth) {
+        if ep.phase.load(Ordering::Acquire) != PHASE_PROBING {
+            return;
+        }
+        let now = Instant::now();
+        let _inner = lock(&self.inner);
+        let mut st = lock(&ep.state);
+        if let Ejection::Probing { reason, .. } = st.ejection {
+            st.ejection = Ejection::Probation { reason };
+            ep.settle(&mut st, now);
+        }
+    }
+
     /// Feeds one active health-check result. Returns the health change and, when the checks
     /// readmit an ejected endpoint, the readmission. Without active params configured, the
     /// default thresholds apply.
@@ -1163,6 +1179,27 @@ mod tests {
         let event = f.cluster.record(&f.health[0], Outcome::Success);
         assert!(matches!(event, Some(Event::Readmitted { .. })), "{event:?}");
         assert!(f.usable(0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_released_probe_lets_the_next_request_probe_at_once() {
+        let f = fixture(2, passive(), None);
+        f.fail(0, 5);
+        advance(30 * SEC).await;
+        f.tick();
+        assert!(f.cluster.on_pick(&f.health[0]));
+        assert!(!f.usable(0));
+        // The probe's client failed: its request proved nothing about the endpoint.
+        f.cluster.release_probe(&f.health[0]);
+        assert!(f.usable(0));
+        assert!(f.status(0).probation && !f.status(0).probing);
+        assert!(
+            f.cluster.on_pick(&f.health[0]),
+            "the next request is the probe"
+        );
+        // Releasing an endpoint that is not probing changes nothing.
+        f.cluster.release_probe(&f.health[1]);
+        assert!(f.usable(1));
     }
 
     #[tokio::test(start_paused = true)]

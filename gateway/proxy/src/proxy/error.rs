@@ -14,7 +14,9 @@ use http::{Response, StatusCode};
 use levee_config::FailureKind;
 use serde::Serialize;
 
-use crate::upstream::UpstreamError;
+use levee_config::RetryOn;
+
+use crate::upstream::{TryOutcome, UpstreamError};
 
 /// Header naming the error kind on every gateway-generated error response.
 pub const X_LEVEE_ERROR: &str = "x-levee-error";
@@ -94,9 +96,13 @@ pub enum ProxyError {
     /// Fault injection aborted the request with this status.
     #[error("fault injection aborted the request")]
     FaultAbort(StatusCode),
-    /// The request body broke while the gateway read it for replay (the client went away).
-    #[error("reading the request body failed: {0}")]
-    RequestBody(String),
+    /// The request body was malformed or cut short (bad chunked framing, fewer bytes than
+    /// declared, the client went away while sending it).
+    #[error("the request body is malformed or was cut short")]
+    RequestBody,
+    /// The client sent its body too slowly to finish within the route timeout.
+    #[error("the request body did not arrive within the route timeout")]
+    RequestTimeout,
     /// A plugin with `on_error: fail-closed` faulted (or its breaker is open).
     #[error("plugin {0} failed and its policy is fail-closed")]
     PluginFailed(String),
@@ -127,7 +133,8 @@ impl ProxyError {
             ProxyError::Overloaded { .. } => "overloaded",
             ProxyError::RateLimited { .. } => "rate-limited",
             ProxyError::FaultAbort(_) => "fault-injected",
-            ProxyError::RequestBody(_) => "downstream-reset",
+            ProxyError::RequestBody => "bad-request-body",
+            ProxyError::RequestTimeout => "request-timeout",
             ProxyError::PluginFailed(_) => "plugin-failed",
         }
     }
@@ -141,16 +148,15 @@ impl ProxyError {
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoHealthyEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Upstream(e) if e.kind() == "upstream-connect-timeout" => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyError::Upstream(UpstreamError::ConnectTimeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::CircuitOpen { .. } | ProxyError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::FaultAbort(status) => *status,
-            ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::RequestBody => StatusCode::BAD_REQUEST,
+            ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::PluginFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -161,7 +167,8 @@ impl ProxyError {
             ProxyError::MethodNotAllowed
             | ProxyError::BadRequest(_)
             | ProxyError::PayloadTooLarge { .. }
-            | ProxyError::RequestBody(_) => ErrorSource::Downstream,
+            | ProxyError::RequestBody
+            | ProxyError::RequestTimeout => ErrorSource::Downstream,
             ProxyError::NoRoute
             | ProxyError::NoHealthyEndpoint(_)
             | ProxyError::CircuitOpen { .. }
@@ -176,13 +183,9 @@ impl ProxyError {
     /// Whether a retry would be allowed.
     pub fn retry(&self) -> RetryType {
         match self {
-            ProxyError::Upstream(e) => match e.kind() {
-                // Nothing reached the upstream application.
-                "upstream-connect-failure" | "upstream-connect-timeout" | "upstream-tls" => {
-                    RetryType::Safe
-                }
-                _ => RetryType::IfIdempotent,
-            },
+            // Nothing reached the upstream application.
+            ProxyError::Upstream(e) if e.is_connect() => RetryType::Safe,
+            ProxyError::Upstream(_) => RetryType::IfIdempotent,
             ProxyError::UpstreamTimeout => RetryType::IfIdempotent,
             // Another endpoint may have come back by the time of a retry.
             ProxyError::NoHealthyEndpoint(_) => RetryType::Safe,
@@ -194,8 +197,33 @@ impl ProxyError {
             | ProxyError::Overloaded { .. }
             | ProxyError::RateLimited { .. }
             | ProxyError::FaultAbort(_)
-            | ProxyError::RequestBody(_)
+            | ProxyError::RequestBody
+            | ProxyError::RequestTimeout
             | ProxyError::PluginFailed(_) => RetryType::Never,
+        }
+    }
+
+    /// What this failure tells outlier detection and the breakers about the endpoint it was
+    /// sent to: `None` when it says nothing, because the upstream was never reached for it or
+    /// the downstream side failed (a client cannot eject an endpoint or open a circuit).
+    pub(crate) fn outcome(&self) -> Option<TryOutcome> {
+        match self {
+            ProxyError::Upstream(e) if e.is_connect() => Some(TryOutcome::ConnectFailure),
+            ProxyError::Upstream(_) => Some(TryOutcome::Reset),
+            ProxyError::UpstreamTimeout => Some(TryOutcome::Timeout),
+            _ => None,
+        }
+    }
+
+    /// The condition of a route's `retry.on` this failure meets, if any.
+    pub(crate) fn retry_on(&self) -> Option<RetryOn> {
+        match self {
+            ProxyError::Upstream(e) if e.is_connect() => Some(RetryOn::ConnectFailure),
+            ProxyError::Upstream(_) => Some(RetryOn::Reset),
+            ProxyError::UpstreamTimeout => Some(RetryOn::Timeout),
+            // No endpoint now may mean one comes back by the next try; it never reached one.
+            ProxyError::NoHealthyEndpoint(_) => Some(RetryOn::ConnectFailure),
+            _ => None,
         }
     }
 

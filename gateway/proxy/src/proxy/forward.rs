@@ -1,20 +1,23 @@
-//! Forwarding: pick an endpoint of the route's cluster and send within the route timeout.
+//! Forwarding: tries to an endpoint of the cluster, with the route's retries, within the route
+//! timeout. Each try is an [`Attempt`] that owns what it holds.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::header::COOKIE;
-use http::{HeaderMap, Method, Request, Response};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use levee_balance::hash_key;
-use levee_config::{HashOn, RetryOn};
+use levee_config::{FailureKind, HashOn, RetryOn};
+use levee_resilience::bulkhead::Slot;
 use tokio::time::Instant;
 
-use super::error::ProxyError;
+use super::error::{ProxyError, RetryType};
 use super::limit::BodyStats;
-use super::policy::RoutePolicy;
-use super::record::Pending;
+use super::record::Arrival;
 use super::replay::ReplayBody;
-use crate::upstream::{Cluster, TryOutcome, UpstreamBody};
+use super::retry::Retries;
+use crate::body::ProxyBody;
+use crate::upstream::{Admission, Cluster, ConnectionSlot, Picked, TryOutcome, UpstreamBody};
 
 /// The consistent-hashing key of a request, from what the cluster's `hash_on` names. `None`
 /// when the cluster does not hash, or the request lacks the header or cookie.
@@ -54,164 +57,257 @@ pub(crate) struct Outgoing {
     pub(crate) hash: Option<u64>,
 }
 
-/// Sends `req` to `cluster` within `deadline`, with the route's retry policy: picks an endpoint
-/// (a retry prefers one not tried yet), passes the cluster's breaker and limits, and feeds every
-/// outcome to outlier detection and the breaker. The answer is one whole try's response, never a
-/// mix of two. A request body cut off for size turns any failure into 413.
+/// What one forwarding pass made of a request: the last try's response or error, where it
+/// went, and the limits it holds.
+#[derive(Debug)]
+pub(crate) struct Forwarded {
+    pub(crate) result: Result<Response<UpstreamBody>, ProxyError>,
+    /// The cluster of the pass.
+    pub(crate) cluster: Arc<str>,
+    /// The endpoint of the last try, when one was picked.
+    pub(crate) endpoint: Option<SocketAddr>,
+    /// Tries sent to an endpoint in this pass.
+    pub(crate) tries: u32,
+    /// What the last try holds until its response ends.
+    pub(crate) held: Held,
+}
+
+/// The places a try holds until its response body ends: in the cluster's request limit, and
+/// (HTTP/1.1) among its connections.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    _request: Option<Slot>,
+    _connection: Option<ConnectionSlot>,
+}
+
+/// One try, from its leave to start to its outcome. It owns the breakers' permits, its place
+/// in the request limit, its endpoint and its connection slot, and gives them back when it
+/// ends: to outlier detection and the breakers when the outcome says something about the
+/// endpoint, unrecorded when the downstream side failed.
+struct Attempt<'c> {
+    cluster: &'c Arc<Cluster>,
+    admission: Admission,
+    picked: Picked,
+    connection: Option<ConnectionSlot>,
+}
+
+/// How a try ended.
+struct Tried {
+    result: Result<Response<UpstreamBody>, ProxyError>,
+    endpoint: Option<SocketAddr>,
+    held: Held,
+}
+
+/// Sends `req` to `cluster` within `deadline`, retrying as the route's policy allows (each
+/// retry admitted by `retries`): a retry prefers an endpoint not tried yet, and goes out only
+/// after the failed try gave back what it held. The answer is one whole try's response, never
+/// a mix of two.
 pub(crate) async fn send(
     cluster: &Arc<Cluster>,
-    policy: &RoutePolicy,
     req: &mut Outgoing,
     deadline: Instant,
     body: &BodyStats,
-    body_limit: Option<u64>,
-    pending: &mut Pending,
-) -> Result<Response<UpstreamBody>, ProxyError> {
-    let retry = policy.retry.as_ref();
-    let attempts = retry.map_or(1, |r| r.config.attempts.max(1));
-    let _active = retry.map(|r| r.budget.request_started());
+    retries: &mut Retries<'_>,
+    arrival: &Arrival,
+) -> Forwarded {
+    let policy = retries.policy();
+    let attempts = policy.map_or(1, |r| r.config.attempts.max(1));
     let idempotent = is_idempotent(&req.parts.method);
     let mut tried: Vec<SocketAddr> = Vec::new();
-    let too_large = |e: ProxyError| match body_limit {
-        Some(limit) if body.too_large() => ProxyError::PayloadTooLarge { limit },
-        _ => e,
-    };
-
-    let mut attempt = 1;
+    // Tries asked for, and tries that reached an endpoint (a try refused before, by a breaker
+    // or a limit, counts against `attempts` but sent nothing).
+    let (mut attempt, mut tries) = (0, 0);
     loop {
-        let Some(body_now) = req.body.take() else {
-            // Unreachable in practice: a streaming body stops retries before this point.
-            return Err(ProxyError::RequestBody("the body was already sent".into()));
-        };
+        attempt += 1;
         // A replayable request keeps its head for the next try (or a plugin's resend).
-        let head = if req.body.can_replay() {
+        let replayable = req.body.can_replay();
+        let Some(body_now) = req.body.take() else {
+            // Callers resend only replayable bodies; a streamed one is never taken twice.
+            return Forwarded::failed(cluster, ProxyError::RequestBody);
+        };
+        let head = if replayable {
             req.parts.clone()
         } else {
             std::mem::replace(&mut req.parts, Request::new(()).into_parts().0)
         };
-        let try_deadline = match retry.and_then(|r| r.config.per_try_timeout) {
+        let try_deadline = match policy.and_then(|r| r.config.per_try_timeout) {
             Some(per_try) => deadline.min(Instant::now() + per_try),
             None => deadline,
         };
-        let result = try_once(
-            cluster,
-            Request::from_parts(head, body_now),
-            req.hash,
-            &mut tried,
-            try_deadline,
-            pending,
-        )
-        .await
-        .map_err(too_large);
-
-        let Some(retry) = retry else { return result };
-        let Some(condition) = retry_condition(&result, &retry.config.on) else {
-            return result;
+        let mut last = match Attempt::start(cluster, req.hash, &tried, try_deadline).await {
+            Ok(attempt) => {
+                tried.push(attempt.endpoint());
+                arrival.trying(attempt.endpoint());
+                tries += 1;
+                attempt
+                    .send(Request::from_parts(head, body_now), try_deadline, body)
+                    .await
+            }
+            Err(e) => Tried {
+                result: Err(e),
+                endpoint: tried.last().copied(),
+                held: Held::default(),
+            },
         };
-        let safe = idempotent || condition == RetryOn::ConnectFailure;
-        if attempt >= attempts || !safe || !req.body.can_replay() || body.too_large() {
-            return result;
+
+        let forwarded = |last: Tried, tries| Forwarded {
+            result: last.result,
+            cluster: cluster.name().clone(),
+            endpoint: last.endpoint,
+            tries,
+            held: last.held,
+        };
+        let Some(policy) = policy else {
+            return forwarded(last, tries);
+        };
+        let (condition, safe) = match &last.result {
+            Ok(response) => (Some(RetryOn::Status(response.status().as_u16())), false),
+            Err(e) => (e.retry_on(), e.retry() == RetryType::Safe),
+        };
+        let retryable = condition.is_some_and(|c| policy.config.on.contains(&c))
+            && (idempotent || safe)
+            && req.body.can_replay();
+        if !retryable || attempt >= attempts {
+            return forwarded(last, tries);
         }
         // The backoff must leave time for the next try to do something.
-        let wait = retry.backoff.delay(attempt, &mut rand::rng());
+        let wait = policy.backoff.delay(attempt, &mut rand::rng());
         if Instant::now() + wait >= deadline {
-            return result;
+            return forwarded(last, tries);
         }
-        // The try that just ended is no longer a retry in flight: only the next one counts.
-        // The budget and `max_retries` bound retries in flight, so they are taken after the
-        // backoff, just before the retry goes out: a request waiting out its backoff holds
-        // neither (it holds the failed try's result, which it answers with if refused).
-        pending.held.retry = None;
+        // The failed try gives back its places now: a retry that waited for its own
+        // connection slot would wait until its deadline. Its response stays, to answer
+        // with if the retry is refused.
+        last.held = Held::default();
         tokio::time::sleep(wait).await;
-        let metrics = &pending.inner.metrics.resilience;
-        let route = pending.route.clone().unwrap_or_else(|| Arc::from("none"));
-        let Some(budget) = retry.budget.try_retry() else {
-            metrics.retry_refused(&route, "budget");
-            return result;
-        };
-        let Some(slot) = cluster.resilience().retry_slot() else {
-            metrics.retry_refused(&route, "max_retries");
-            return result;
-        };
-        metrics.retried(&route);
-        drop(result);
-        attempt += 1;
-        pending.attempts += 1;
-        pending.held.retry = Some((budget, slot));
+        if !retries.admit(cluster) {
+            return forwarded(last, tries);
+        }
+        drop(last);
     }
 }
 
-/// One try: the cluster's breaker and request limit, an endpoint (preferring one not in
-/// `tried`), a connection slot, then the send within `try_deadline`. The outcome feeds the
-/// endpoint's outlier detection, the breakers and the EWMA. A per-try timeout is `timeout` like
-/// the route's; which one expired only matters to the caller's retry decision.
-async fn try_once(
-    cluster: &Arc<Cluster>,
-    req: Request<crate::body::ProxyBody>,
-    hash: Option<u64>,
-    tried: &mut Vec<SocketAddr>,
-    try_deadline: Instant,
-    pending: &mut Pending,
-) -> Result<Response<UpstreamBody>, ProxyError> {
-    let guards = cluster.resilience();
-    let admission = guards.admit().map_err(|r| r.into_error(cluster.name()))?;
-    let picked = guards
-        .pick(cluster, hash, tried)
-        .map_err(|r| r.into_error(cluster.name()))?;
-    let address = picked.endpoint.address();
-    tried.push(address);
-    pending.endpoint = Some(address);
+// === impl Forwarded ===
 
-    let connection = match guards.connection_slot(try_deadline).await {
-        Ok(slot) => slot,
-        Err(refusal) => return Err(refusal.into_error(cluster.name())),
-    };
-    let in_flight = picked.endpoint.start();
-    let sent = std::time::Instant::now();
-    let result = tokio::time::timeout_at(try_deadline, cluster.send(&picked.endpoint, req)).await;
-    let latency = sent.elapsed();
-    let (result, outcome) = match result {
-        Ok(Ok(response)) => {
-            in_flight.finish(latency);
-            let outcome = TryOutcome::Status(response.status().as_u16());
-            (Ok(response), outcome)
+impl Forwarded {
+    /// A pass that failed before any try.
+    pub(crate) fn failed(cluster: &Cluster, error: ProxyError) -> Self {
+        Forwarded {
+            result: Err(error),
+            cluster: cluster.name().clone(),
+            endpoint: None,
+            tries: 0,
+            held: Held::default(),
         }
-        Ok(Err(e)) => {
-            let outcome = if e.is_connect() {
-                TryOutcome::ConnectFailure
-            } else {
-                TryOutcome::Reset
-            };
-            (Err(ProxyError::Upstream(e)), outcome)
+    }
+
+    /// The failure kind (and upstream status) of the pass, if it failed in a way a fallback or
+    /// a plugin's `on-upstream-failure` may answer.
+    pub(crate) fn failure(&self) -> Option<(FailureKind, Option<StatusCode>)> {
+        match &self.result {
+            Ok(response) if response.status().is_server_error() => {
+                Some((FailureKind::Upstream5xx, Some(response.status())))
+            }
+            Ok(_) => None,
+            Err(e) => e.failure_kind().map(|kind| (kind, None)),
         }
-        Err(_elapsed) => {
-            // A timeout is a latency observation too: it keeps a stalled endpoint from
-            // looking fast to peak-EWMA.
-            in_flight.finish(latency);
-            (Err(ProxyError::UpstreamTimeout), TryOutcome::Timeout)
-        }
-    };
-    pending.held.request = guards.observe(picked, admission, outcome, latency);
-    // The connection stays busy until the response body ends.
-    pending.held.connection = connection;
-    result
+    }
 }
 
-/// The retry condition `result` meets, if `on` lists it.
-fn retry_condition(
-    result: &Result<Response<UpstreamBody>, ProxyError>,
-    on: &[RetryOn],
-) -> Option<RetryOn> {
-    let condition = match result {
-        Ok(response) => RetryOn::Status(response.status().as_u16()),
-        Err(ProxyError::Upstream(e)) if e.is_connect() => RetryOn::ConnectFailure,
-        Err(ProxyError::Upstream(_)) => RetryOn::Reset,
-        Err(ProxyError::UpstreamTimeout) => RetryOn::Timeout,
-        // No endpoint now may mean one comes back by the next try; it never reached one.
-        Err(ProxyError::NoHealthyEndpoint(_)) => RetryOn::ConnectFailure,
-        Err(_) => return None,
-    };
-    on.contains(&condition).then_some(condition)
+// === impl Attempt ===
+
+impl<'c> Attempt<'c> {
+    /// Leave for one try: the cluster's breaker and request limit, an endpoint (preferring
+    /// one not in `tried`), then (HTTP/1.1) a connection slot, waiting at most until
+    /// `deadline`.
+    async fn start(
+        cluster: &'c Arc<Cluster>,
+        hash: Option<u64>,
+        tried: &[SocketAddr],
+        deadline: Instant,
+    ) -> Result<Attempt<'c>, ProxyError> {
+        let guards = cluster.resilience();
+        let admission = guards.admit().map_err(|r| r.into_error(cluster.name()))?;
+        let picked = match guards.pick(cluster, hash, tried) {
+            Ok(picked) => picked,
+            Err(refusal) => return Err(refusal.into_error(cluster.name())),
+        };
+        match guards.connection_slot(deadline).await {
+            Ok(connection) => Ok(Attempt {
+                cluster,
+                admission,
+                picked,
+                connection,
+            }),
+            Err(refusal) => {
+                // Never sent: nothing to record, but a probation probe must go back.
+                drop(guards.release(picked, admission));
+                Err(refusal.into_error(cluster.name()))
+            }
+        }
+    }
+
+    fn endpoint(&self) -> SocketAddr {
+        self.picked.endpoint.address()
+    }
+
+    /// Sends `req` within `deadline` and ends the try. The outcome feeds the endpoint's
+    /// outlier detection, the breakers and the EWMA, unless the request body failed on the
+    /// client's side: then the answer is the client's error, and nothing is recorded.
+    async fn send(self, req: Request<ProxyBody>, deadline: Instant, body: &BodyStats) -> Tried {
+        let Attempt {
+            cluster,
+            admission,
+            picked,
+            connection,
+        } = self;
+        let guards = cluster.resilience();
+        let address = picked.endpoint.address();
+        let in_flight = picked.endpoint.start();
+        let sent = Instant::now();
+        let result = tokio::time::timeout_at(deadline, cluster.send(&picked.endpoint, req)).await;
+        let latency = sent.elapsed();
+        let timed_out = result.is_err();
+        let (result, outcome) = match result {
+            Ok(Ok(response)) => {
+                in_flight.finish(latency);
+                let outcome = TryOutcome::Status(response.status().as_u16());
+                (Ok(response), Some(outcome))
+            }
+            Ok(Err(e)) => {
+                let error = ProxyError::Upstream(e);
+                let outcome = error.outcome();
+                (Err(error), outcome)
+            }
+            Err(_elapsed) => {
+                // A timeout is a latency observation too: it keeps a stalled endpoint from
+                // looking fast to peak-EWMA.
+                in_flight.finish(latency);
+                (Err(ProxyError::UpstreamTimeout), Some(TryOutcome::Timeout))
+            }
+        };
+        // Whatever the client saw, a body that failed on the downstream side decides.
+        let (result, outcome) = match result {
+            Err(e) => match body.downstream_error(timed_out) {
+                Some(downstream) => (Err(downstream), None),
+                None => (Err(e), outcome),
+            },
+            ok => (ok, outcome),
+        };
+        let request = match outcome {
+            Some(outcome) => guards.observe(picked, admission, outcome, latency),
+            None => guards.release(picked, admission),
+        };
+        Tried {
+            result,
+            endpoint: Some(address),
+            // The connection stays busy until the response body ends.
+            held: Held {
+                _request: request,
+                _connection: connection,
+            },
+        }
+    }
 }
 
 /// RFC 9110 §9.2.2: methods whose repetition has the effect of one request.

@@ -41,13 +41,18 @@ pub(crate) enum OnFailure {
     Propagate,
     /// Answer with this response (`serve`, `serve-cached`, `shed`).
     Respond(Response<ProxyBody>, &'static str),
-    /// Send the request once more, to this cluster (`None`: the same), after this delay.
-    Resend {
-        cluster: Option<String>,
-        delay: Duration,
-        /// `retry` counts against the route's retry budget; `degrade` does not.
-        is_retry: bool,
-    },
+    /// Send the request once more.
+    Resend(Resend),
+}
+
+/// A plugin's `retry` or `degrade`: send the request once more, to `cluster` (`None`: the
+/// same), after `delay`.
+#[derive(Debug)]
+pub(crate) struct Resend {
+    pub(crate) cluster: Option<String>,
+    pub(crate) delay: Duration,
+    /// `retry` is a retry, admitted like the route's own; `degrade` is not.
+    pub(crate) is_retry: bool,
 }
 
 /// A stored copy a plugin asked for with `proceed-and-store`.
@@ -179,18 +184,18 @@ pub(crate) fn on_failure(
                 return Ok(OnFailure::Respond(response, "plugin-shed"));
             }
             FallbackDecision::Retry(spec) => {
-                return Ok(OnFailure::Resend {
+                return Ok(OnFailure::Resend(Resend {
                     cluster: spec.cluster,
                     delay: spec.delay,
                     is_retry: true,
-                });
+                }));
             }
             FallbackDecision::Degrade(cluster) => {
-                return Ok(OnFailure::Resend {
+                return Ok(OnFailure::Resend(Resend {
                     cluster: Some(cluster),
                     delay: Duration::ZERO,
                     is_retry: false,
-                });
+                }));
             }
         }
     }

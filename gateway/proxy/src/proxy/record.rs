@@ -7,19 +7,24 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 
-use super::Inner;
-use super::limit::BodyStats;
+use super::answer::Answer;
+use super::{Inner, X_REQUEST_ID};
 use crate::access_log::RequestRecord;
-use crate::body::BoxError;
+use crate::body::{self, BoxError, ProxyBody};
+use crate::conn::ConnInfo;
+use crate::route::RouteEntry;
 
 /// How the response body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,44 +68,27 @@ pin_project! {
     }
 }
 
-/// Everything about a request known before its response body ends.
+/// What is known of a request when it arrives. The record is built from this and the
+/// [`Answer`] when the response body ends; a request whose future is dropped before it has an
+/// answer (the client went away while the gateway waited) is recorded from this alone, with
+/// status 0 and the route it had reached.
 #[derive(Debug)]
-pub(crate) struct Pending {
-    pub(crate) inner: Arc<Inner>,
-    pub(crate) start: SystemTime,
-    pub(crate) started: Instant,
-    pub(crate) listener: Arc<str>,
-    pub(crate) route: Option<Arc<str>>,
-    pub(crate) cluster: Option<Arc<str>>,
-    pub(crate) endpoint: Option<SocketAddr>,
-    pub(crate) client: SocketAddr,
-    pub(crate) method: http::Method,
-    pub(crate) path: Option<http::uri::PathAndQuery>,
-    pub(crate) version: http::Version,
-    pub(crate) status: u16,
-    pub(crate) request_id: HeaderValue,
-    pub(crate) error_kind: Option<&'static str>,
-    pub(crate) body: Option<Arc<BodyStats>>,
-    /// Set once the record has been handed out, so dropping does not record again.
-    pub(crate) recorded: bool,
-    /// Tries sent upstream so far.
-    pub(crate) attempts: u32,
-    /// How a fallback answered, if one did.
-    pub(crate) served_by: Option<&'static str>,
-    /// Limits the request holds until its response ends.
-    pub(crate) held: Held,
-}
-
-/// The slots a request holds until its response body ends: its place in the cluster's request
-/// limit, its connection, and its retry's place in the budget and the retry limit.
-#[derive(Debug, Default)]
-pub(crate) struct Held {
-    pub(crate) request: Option<levee_resilience::bulkhead::Slot>,
-    pub(crate) connection: Option<crate::upstream::ConnectionSlot>,
-    pub(crate) retry: Option<(
-        levee_resilience::budget::RetryGuard,
-        levee_resilience::bulkhead::Slot,
-    )>,
+pub(crate) struct Arrival {
+    inner: Arc<Inner>,
+    start: SystemTime,
+    started: Instant,
+    listener: Arc<str>,
+    client: SocketAddr,
+    method: http::Method,
+    path: Option<http::uri::PathAndQuery>,
+    version: http::Version,
+    request_id: HeaderValue,
+    /// The route and its cluster, once routed, and the endpoint of the try in flight: what a
+    /// cancelled request's record can say.
+    reached: OnceLock<(Arc<str>, Arc<str>)>,
+    trying: Mutex<Option<SocketAddr>>,
+    /// Set once the record has been emitted, so dropping does not record again.
+    recorded: bool,
 }
 
 // === impl RecordBody ===
@@ -165,60 +153,123 @@ where
     }
 }
 
-// === impl Pending ===
+// === impl Arrival ===
 
-/// A request dropped before its response head (the client went away while the gateway waited
-/// for the upstream) is still recorded, with status 0.
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if !self.recorded {
-            self.status = 0;
-            self.emit(Outcome {
-                bytes_out: 0,
-                broke: Some("downstream-reset"),
-            });
+impl Arrival {
+    pub(crate) fn new(inner: Arc<Inner>, req: &Request<Incoming>, conn: &ConnInfo) -> Arrival {
+        Arrival {
+            inner,
+            start: SystemTime::now(),
+            started: Instant::now(),
+            listener: Arc::clone(&conn.listener),
+            client: conn.peer,
+            method: req.method().clone(),
+            path: req.uri().path_and_query().cloned(),
+            version: req.version(),
+            request_id: super::headers::request_id(req.headers()),
+            reached: OnceLock::new(),
+            trying: Mutex::new(None),
+            recorded: false,
         }
     }
-}
 
-impl Pending {
-    /// Builds the record for `outcome` and hands it to metrics and the access log.
-    pub(crate) fn finish(mut self, outcome: Outcome) {
-        self.emit(outcome);
+    /// When the request arrived, on the runtime's clock.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
     }
 
-    fn emit(&mut self, outcome: Outcome) {
+    /// The request id, as received or made up.
+    pub(crate) fn request_id(&self) -> &HeaderValue {
+        &self.request_id
+    }
+
+    /// Notes the route the request reached, for the record if it is cancelled.
+    pub(crate) fn reached(&self, route: &RouteEntry) {
+        let _ = self
+            .reached
+            .set((Arc::clone(&route.name), Arc::clone(&route.cluster)));
+    }
+
+    /// Notes the endpoint a try goes to, for the record if the request is cancelled.
+    pub(crate) fn trying(&self, endpoint: SocketAddr) {
+        *self.trying.lock().unwrap_or_else(PoisonError::into_inner) = Some(endpoint);
+    }
+
+    /// The response to send: `answer`'s, with the request id, and the record hung off its
+    /// body, to be emitted (and what the exchange holds given back) when the body ends.
+    pub(crate) fn answered(mut self, mut answer: Answer) -> Response<ProxyBody> {
+        // The answer stays whole for the record; only its response leaves.
+        let mut response = std::mem::replace(&mut answer.response, Response::new(body::empty()));
+        let status = response.status();
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID, self.request_id.clone());
+        // hyper never polls these bodies, so dropping them unread is a normal end.
+        let bodiless = self.method == http::Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        // From here the record is the body's to emit, exactly once.
         self.recorded = true;
-        // The limits are free again once the response has ended.
-        self.held = Held::default();
-        let record = self.to_record(outcome);
-        self.inner.metrics.observe_request(&record);
-        self.inner.access_log.log(&record);
+        response.map(|inner| {
+            RecordBody::new(inner, bodiless, move |outcome| {
+                answer.release();
+                self.emit(Some(&answer), status.as_u16(), outcome);
+            })
+            .boxed()
+        })
     }
 
-    fn to_record(&self, outcome: Outcome) -> RequestRecord<'_> {
-        RequestRecord {
+    fn emit(&mut self, answer: Option<&Answer>, status: u16, outcome: Outcome) {
+        self.recorded = true;
+        let reached = self.reached.get();
+        let record = RequestRecord {
             start: self.start,
             listener: self.listener.clone(),
-            route: self.route.clone(),
-            cluster: self.cluster.clone(),
-            endpoint: self.endpoint,
+            route: answer
+                .and_then(|a| a.route.clone())
+                .or_else(|| reached.map(|r| r.0.clone())),
+            cluster: answer
+                .and_then(|a| a.cluster.clone())
+                .or_else(|| reached.map(|r| r.1.clone())),
+            endpoint: match answer {
+                Some(answer) => answer.endpoint,
+                None => *self
+                    .trying
+                    .get_mut()
+                    .unwrap_or_else(PoisonError::into_inner),
+            },
             client: self.client,
             method: self.method.clone(),
             path: self.path.as_ref().map_or("/", |p| p.as_str()),
             version: self.version,
-            status: self.status,
+            status,
             duration: self.started.elapsed(),
-            bytes_in: self.body.as_ref().map_or(0, |b| b.bytes()),
+            bytes_in: answer
+                .and_then(|a| a.body.as_ref())
+                .map_or(0, |b| b.bytes()),
             bytes_out: outcome.bytes_out,
             request_id: self.request_id.to_str().unwrap_or_default(),
-            error_kind: self.error_kind.or(outcome.broke),
-            attempts: if self.endpoint.is_some() {
-                self.attempts
-            } else {
-                0
-            },
-            fallback: self.served_by,
+            error_kind: answer.and_then(|a| a.error).or(outcome.broke),
+            attempts: answer.map_or(0, |a| a.tries),
+            fallback: answer.and_then(|a| a.served_by),
+        };
+        self.inner.metrics.observe_request(&record);
+        self.inner.access_log.log(&record);
+    }
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.emit(
+                None,
+                0,
+                Outcome {
+                    bytes_out: 0,
+                    broke: Some("downstream-reset"),
+                },
+            );
         }
     }
 }

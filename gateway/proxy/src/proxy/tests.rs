@@ -788,3 +788,212 @@ async fn client_leaving_before_the_response_head_is_recorded_as_downstream_reset
     assert_eq!(line["route"], "app");
     assert_eq!(line["endpoint"], addr.to_string());
 }
+
+// === promises around failures (issue: the request path as typed stages) ===
+
+/// A retry policy on `503` (and the connection failures), with a quick backoff.
+fn retry_on_503(attempts: u32, ratio: f64, min_per_second: u32) -> cfg::Retry {
+    cfg::Retry {
+        attempts,
+        on: vec![
+            cfg::RetryOn::ConnectFailure,
+            cfg::RetryOn::Reset,
+            cfg::RetryOn::Timeout,
+            cfg::RetryOn::Status(503),
+        ],
+        per_try_timeout: None,
+        backoff: cfg::Backoff {
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+        },
+        budget: cfg::RetryBudget {
+            ratio,
+            min_per_second,
+        },
+        max_buffered_body: 64 * 1024,
+    }
+}
+
+/// A breaker that opens on half of 4 calls failing, for an hour.
+fn touchy_breaker() -> cfg::CircuitBreaker {
+    cfg::CircuitBreaker {
+        failure_rate: 0.5,
+        slow_call_rate: 1.0,
+        slow_call_duration: Duration::from_secs(60),
+        window: cfg::BreakerWindow::Count(10),
+        minimum_calls: 4,
+        open_duration: Duration::from_secs(3600),
+        max_open_duration: Duration::from_secs(3600),
+        half_open_probes: 1,
+        per_endpoint: false,
+    }
+}
+
+/// An upstream that answers each request with the next status of `statuses` (the last one
+/// repeats), after reading the whole body.
+async fn scripted_upstream(statuses: &'static [u16]) -> (SocketAddr, Arc<AtomicUsize>) {
+    let next = Arc::new(AtomicUsize::new(0));
+    upstream(move |req: Request<Incoming>| {
+        let n = next.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let _ = req.into_body().collect().await;
+            let status = statuses[n.min(statuses.len() - 1)];
+            Response::builder()
+                .status(status)
+                .body(full(format!("try {n}")))
+                .expect("response")
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_retry_gives_back_the_failed_try_s_connection_before_it_waits_for_one() {
+    // With one connection allowed, a retry that still held the failed try's connection slot
+    // would wait for its own until the route timeout, and answer 504.
+    let (upstream, hits) = scripted_upstream(&[503, 200]).await;
+    let mut config = simple_config(upstream, |r| {
+        r.timeout = Duration::from_secs(2);
+        r.retry = Some(retry_on_503(2, 0.2, 10));
+    });
+    config.clusters[0].limits.max_connections = 1;
+    config.clusters[0].limits.max_requests = 1;
+    let gw = gateway(config).await;
+
+    let response = get(gw, "app.test", "/").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "the retry went out");
+    // Nothing is left held: the next request gets the one connection too.
+    let response = get(gw, "app.test", "/").await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// Sends `raw` on a fresh connection and returns the status line's code.
+async fn raw_status(addr: SocketAddr, raw: &str) -> u16 {
+    let (_stream, head) = raw_exchange(addr, raw).await;
+    head.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"))
+}
+
+/// Ten requests on round robin over two endpoints, and how many each endpoint received.
+async fn spread(gw: SocketAddr, hits: [&Arc<AtomicUsize>; 2]) -> [usize; 2] {
+    let before = hits.map(|h| h.load(Ordering::SeqCst));
+    for _ in 0..10 {
+        assert_eq!(get(gw, "app.test", "/").await.status(), StatusCode::OK);
+    }
+    [0, 1].map(|i| hits[i].load(Ordering::SeqCst) - before[i])
+}
+
+#[tokio::test]
+async fn broken_request_bodies_never_open_the_breaker_or_eject_an_endpoint() {
+    let (a, hits_a) = echo_upstream().await;
+    let (b, hits_b) = echo_upstream().await;
+    let mut config = simple_config(a, |r| {
+        r.timeout = Duration::from_millis(500);
+        r.max_body_size = Some(16);
+    });
+    let cluster = &mut config.clusters[0];
+    cluster.endpoints.push(cfg::Endpoint {
+        address: b,
+        weight: 1,
+        priority: 0,
+    });
+    cluster.circuit_breaker = Some(touchy_breaker());
+    cluster.outlier_detection.consecutive_gateway_failure = Some(2);
+    let gw = gateway(config).await;
+
+    let broken_chunked = "POST /api/a HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
+    let too_long_chunked = "POST /api/a HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n0123456789abcdef0123456789abcdef\r\n0\r\n\r\n";
+    for _ in 0..5 {
+        assert_eq!(raw_status(gw, broken_chunked).await, 400);
+        assert_eq!(raw_status(gw, too_long_chunked).await, 413);
+    }
+    // A body cut short: the client stops writing after 5 of 10 bytes.
+    for _ in 0..5 {
+        let mut stream = TcpStream::connect(gw).await.expect("connect");
+        stream
+            .write_all(b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 10\r\n\r\nhello")
+            .await
+            .expect("write");
+        stream.shutdown().await.expect("half-close");
+        let mut answer = String::new();
+        let _ = tokio::time::timeout(LIMIT, stream.read_to_string(&mut answer)).await;
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+            "a short body is the client's failure: {answer:?}"
+        );
+    }
+    // A slow upload: 2 of 10 bytes, then nothing until the route timeout.
+    for _ in 0..5 {
+        let (_stream, head) = raw_exchange(
+            gw,
+            "POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 10\r\n\r\nhe",
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+        assert!(head.contains("x-levee-error: request-timeout"), "{head}");
+    }
+
+    // Had any of those counted, the breaker would be open (503) or an endpoint ejected.
+    let [to_a, to_b] = spread(gw, [&hits_a, &hits_b]).await;
+    assert!(
+        to_a > 0 && to_b > 0,
+        "both endpoints serve: {to_a} and {to_b}"
+    );
+}
+
+#[tokio::test]
+async fn upstream_failures_still_open_the_breaker() {
+    // The other side of the test above: the same breaker does open for the upstream's own
+    // failures, so the test above would see it.
+    let (upstream, _) = scripted_upstream(&[500]).await;
+    let mut config = simple_config(upstream, |_| {});
+    config.clusters[0].circuit_breaker = Some(touchy_breaker());
+    let gw = gateway(config).await;
+    for _ in 0..4 {
+        assert_eq!(
+            get(gw, "app.test", "/").await.status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+    let response = get(gw, "app.test", "/").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["x-levee-error"], "circuit-open");
+}
+
+#[tokio::test]
+async fn a_failing_cluster_gets_at_most_one_plus_the_budget_ratio_calls_per_request() {
+    // The chaos run's shape: 8 clients, every endpoint answers 503 at once, three attempts
+    // per request. A budget of retries *in flight* let 2.24 calls per request through.
+    const CLIENTS: usize = 8;
+    const REQUESTS: usize = 40;
+    let (upstream, hits) = scripted_upstream(&[503]).await;
+    let gw = simple_gateway(upstream, |r| r.retry = Some(retry_on_503(3, 0.2, 1))).await;
+    let started = tokio::time::Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            tokio::spawn(async move {
+                for _ in 0..REQUESTS {
+                    let response = get(gw, "app.test", "/").await;
+                    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.expect("client");
+    }
+    let seconds = started.elapsed().as_secs_f64().ceil();
+    let requests = (CLIENTS * REQUESTS) as f64;
+    let calls = hits.load(Ordering::SeqCst) as f64;
+    // 1 + ratio per request, plus the floor: `min_per_second` over the 10 s window and
+    // for every second the run took.
+    let bound = requests * 1.2 + 1.0 * (10.0 + seconds);
+    assert!(
+        calls <= bound,
+        "{calls} upstream calls for {requests} requests (bound {bound})"
+    );
+    assert!(calls > requests, "retries happen within the budget");
+}

@@ -101,7 +101,7 @@ pub(crate) struct Guards {
 /// counts halve every [`RECENT_HALF_LIFE`], so old traffic fades instead of piling up.
 #[derive(Debug)]
 struct Recent {
-    epoch: std::time::Instant,
+    epoch: Instant,
     ok: AtomicU64,
     failed: AtomicU64,
     /// Bucket `i` counts latencies under `100µs * 2^i`; the last one counts the rest.
@@ -345,6 +345,16 @@ impl Guards {
         admission.request
     }
 
+    /// Ends a try that says nothing about its endpoint (the downstream side failed): the
+    /// breakers' permits and the endpoint's probation probe go back unrecorded. Returns the
+    /// request's place in the request limit, as [`Guards::observe`] does.
+    pub(crate) fn release(&self, picked: Picked, admission: Admission) -> Option<Slot> {
+        if let Some(health) = &picked.health {
+            self.health.release_probe(health);
+        }
+        admission.request
+    }
+
     /// The cluster as a plugin's `upstream-health` sees it.
     pub(crate) fn plugin_health(&self, cluster: &Cluster) -> levee_plugin_host::ClusterHealth {
         use levee_plugin_host::CircuitState;
@@ -466,7 +476,7 @@ fn count_u32(n: usize) -> u32 {
 impl Recent {
     fn new() -> Recent {
         Recent {
-            epoch: std::time::Instant::now(),
+            epoch: Instant::now(),
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),

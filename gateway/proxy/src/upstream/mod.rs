@@ -41,7 +41,7 @@ use crate::metrics::Metrics;
 
 use self::connector::{ConnectionCounts, Connector};
 pub use self::error::UpstreamError;
-pub(crate) use self::guard::Guards;
+pub(crate) use self::guard::{Admission, Guards, Picked};
 pub use self::guard::{BreakerForce, ConnectionSlot, TryOutcome};
 use self::pool::EndpointPool;
 pub use self::pool::UpstreamBody;
