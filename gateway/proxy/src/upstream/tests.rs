@@ -822,7 +822,7 @@ async fn dns_discovery_finds_localhost_endpoints() {
     let port = upstream.address.port();
     let cluster = build(&discovered_config("dns", format!("localhost:{port}")));
 
-    cluster.prepare(Duration::from_secs(10)).await;
+    cluster.resolve(Duration::from_secs(10)).await;
 
     let discovered = cluster.endpoints.discovered();
     assert!(
@@ -855,7 +855,7 @@ async fn dns_discovery_finds_localhost_endpoints() {
 #[tokio::test]
 async fn dns_failure_keeps_the_last_good_endpoints() {
     let cluster = build(&discovered_config("dns", "levee-test.invalid:80".into()));
-    cluster.prepare(Duration::from_secs(10)).await;
+    cluster.resolve(Duration::from_secs(10)).await;
     assert!(cluster.pick(&PickContext::default()).is_none());
 
     let good: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
