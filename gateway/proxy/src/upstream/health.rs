@@ -199,6 +199,12 @@ impl Checker {
         self.task.abort();
     }
 
+    /// Whether the task still runs.
+    #[cfg(test)]
+    pub(crate) fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
     /// Starts the checker of a cluster when inside a tokio runtime (else `None`: a cluster
     /// built outside one, as unit tests do, has no clock-driven health).
     pub(crate) fn start(
