@@ -3,9 +3,16 @@
 //! [`Gateway::start`] loads the config, builds the first [`Snapshot`], binds the listeners and
 //! the admin listener, and starts the reload loop. The reload loop is the only writer of the
 //! `ArcSwap<Snapshot>`: every trigger (file watch, SIGHUP, `POST /config/reload`) sends it a
-//! [`ReloadRequest`], so reloads never race each other. A reload parses, validates and builds
-//! the new snapshot off the request path and swaps it in with one store; on any error the old
-//! snapshot keeps serving.
+//! [`ReloadRequest`], so reloads never race each other.
+//!
+//! A reload runs in two phases. *Prepare* does everything that can fail: read and validate the
+//! file, load and compile plugins, read CA bundles and certificates, build the next snapshot
+//! ([`Snapshot::prepare`]), resolve its new DNS names, and bind new listener sockets
+//! ([`ListenerSet::prepare`]). It changes nothing the serving snapshot uses. *Commit* runs only
+//! when all of that succeeded, and cannot fail: it applies the new limits and health parameters
+//! to the state the two snapshots share ([`Prepared::commit`]), starts the new accept loops and
+//! closes the old ones ([`ListenerSet::commit`]), and swaps the snapshot in with one store. So a
+//! rejected reload changes nothing.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,13 +27,13 @@ use tokio::time::Instant;
 
 use crate::access_log::AccessLog;
 use crate::admin::{self, AdminState};
-use crate::listener::ListenerSet;
+use crate::listener::{ListenerPlan, ListenerSet};
 use crate::metrics::{Metrics, ReloadResult};
 use crate::plugins::PluginHost;
 use crate::proxy::Proxy;
 use crate::readiness::Readiness;
 use crate::reload::{self, FileWatcher, ReloadCause, ReloadHandle, ReloadRequest};
-use crate::snapshot::{BuildContext, Snapshot};
+use crate::snapshot::{BuildContext, Prepared, Snapshot};
 use levee_resilience::store::ResponseStore;
 
 /// How long file events are collected before one reload is asked for. Editors write a file in
@@ -106,10 +113,10 @@ impl Gateway {
                 .await
                 .map_err(anyhow::Error::msg)?,
         };
-        let first = Snapshot::build(config.clone(), 1, hash, None, &ctx)
+        let first = Snapshot::prepare(config.clone(), 1, hash, None, &ctx)
             .context("building the first snapshot")?;
-        first.prepare().await;
-        let snapshot = Arc::new(ArcSwap::from_pointee(first));
+        first.resolve().await;
+        let snapshot = Arc::new(ArcSwap::from_pointee(first.commit()));
         plugins.attach(&snapshot);
         let statuses = Arc::downgrade(&snapshot);
         metrics
@@ -340,34 +347,51 @@ async fn reload_loop(
     }
 }
 
-/// Reads, validates and builds the config file, then swaps it in. Any error leaves the
-/// serving snapshot untouched.
+/// Prepares the config file (see the module docs), then commits it. Any error leaves the
+/// serving snapshot, its shared state and the listeners untouched.
 async fn reload_once(shared: &Shared) -> Result<u64, String> {
+    let current = shared.snapshot.load_full();
+    let (next, listeners) = prepare_reload(shared, &current).await?;
+    if next.snapshot().config.admin != current.config.admin {
+        tracing::warn!("admin listener changes apply at the next restart");
+    }
+    // Nothing below fails. The listeners go first: one bound now serves the current snapshot
+    // for the instant until the store below, which is harmless.
+    let next = next.commit();
+    let version = next.version;
+    shared.listeners.commit(listeners);
+    shared.snapshot.store(Arc::new(next));
+    Ok(version)
+}
+
+/// The fallible phase of a reload: the next snapshot and the listeners' new sockets, with
+/// nothing applied yet. Dropping the result undoes it (new sockets close, new clusters and
+/// their DNS tasks stop).
+async fn prepare_reload(
+    shared: &Shared,
+    current: &Snapshot,
+) -> Result<(Prepared, ListenerPlan), String> {
     let (config, hash) = read_config(&shared.config_path).await?;
     let config = Arc::new(config);
-    let current = shared.snapshot.load_full();
-    let version = current.version + 1;
     let ctx = BuildContext {
         metrics: shared.metrics.clone(),
         store: shared.store.clone(),
         plugins: shared.plugins.load(&config, Some(&current.plugins)).await?,
     };
-    let next = Snapshot::build(config.clone(), version, hash, Some(&current), &ctx)
-        .map_err(|error| error.to_string())?;
-    next.prepare().await;
-    if config.admin != current.config.admin {
-        tracing::warn!("admin listener changes apply at the next restart");
-    }
-    // Listeners are applied before the swap: a listener bound now serves the current snapshot
-    // for the instant until the store below, which is harmless, while a bind failure must
-    // reject the whole reload.
-    shared
+    let next = Snapshot::prepare(
+        config.clone(),
+        current.version + 1,
+        hash,
+        Some(current),
+        &ctx,
+    )
+    .map_err(|error| error.to_string())?;
+    next.resolve().await;
+    let listeners = shared
         .listeners
-        .apply(&config.listeners)
-        .await
+        .prepare(&config.listeners)
         .map_err(|error| error.to_string())?;
-    shared.snapshot.store(Arc::new(next));
-    Ok(version)
+    Ok((next, listeners))
 }
 
 /// Reads and validates the config file; the error text lists every problem found.

@@ -3,6 +3,13 @@
 //! A request loads the current snapshot once and keeps it to the end, so a reload never changes
 //! the rules under a request in flight. Building a snapshot carries the stateful parts of each
 //! cluster over from the previous one (see [`crate::upstream::Cluster`]).
+//!
+//! A reload builds in two phases. [`Snapshot::prepare`] does everything that can fail and
+//! changes nothing the serving snapshot uses: the objects it carries over (a cluster's limits
+//! and health state, the response store) are shared with the serving snapshot, so their new
+//! parameters wait in the [`Prepared`] value. [`Prepared::commit`] applies them, starts the
+//! health checkers, and cannot fail; the caller then swaps the snapshot in. Dropping a
+//! `Prepared` instead (a later step failed) leaves the serving snapshot exactly as it was.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,9 +23,9 @@ use rustc_hash::FxHashMap;
 
 use crate::metrics::Metrics;
 use crate::route::Router;
-use crate::upstream::Cluster;
+use crate::upstream::{Cluster, ClusterCommit};
 
-/// How long [`Snapshot::prepare`] waits for the first DNS answers. A name that does not
+/// How long [`Prepared::resolve`] waits for the first DNS answers. A name that does not
 /// resolve in this time leaves its cluster without discovered endpoints until the next refresh,
 /// rather than holding up the reload.
 const PREPARE_LIMIT: Duration = Duration::from_secs(3);
@@ -47,7 +54,7 @@ pub struct Snapshot {
 pub struct BuildContext {
     /// Metrics, for upstream connection figures.
     pub metrics: Arc<Metrics>,
-    /// The process's response store; a build applies the config's `cache` limits to it.
+    /// The process's response store; a commit applies the config's `cache` limits to it.
     pub store: Arc<ResponseStore>,
     /// The config's plugins, loaded (off the request path) by
     /// [`PluginHost::load`](crate::plugins::PluginHost::load).
@@ -72,10 +79,41 @@ impl BuildContext {
 #[error("{0}")]
 pub struct SnapshotError(pub String);
 
+/// A snapshot built by [`Snapshot::prepare`] that does not serve yet, with the parameter
+/// changes it still has to make to state shared with the serving snapshot. Commit it with
+/// [`Prepared::commit`], or drop it to change nothing.
+#[derive(Debug)]
+#[must_use = "a prepared snapshot changes nothing until committed"]
+pub struct Prepared {
+    snapshot: Snapshot,
+    pending: PendingParams,
+}
+
+/// What [`Prepared::commit`] applies, one typed entry per shared piece.
+#[derive(Debug)]
+struct PendingParams {
+    /// The process's response store and the config's `cache` limits (applying them may evict).
+    cache: CacheLimits,
+    /// Each new cluster with its pending guard parameters, health endpoint set and checker.
+    clusters: Vec<(Arc<Cluster>, ClusterCommit)>,
+    /// The previous snapshot's clusters whose health state a new cluster takes over: their
+    /// checkers stop at commit, so one checker drives each health state.
+    replaced: Vec<Arc<Cluster>>,
+}
+
+/// The response store's limits from a config's `cache` section.
+#[derive(Debug)]
+struct CacheLimits {
+    store: Arc<ResponseStore>,
+    max_size: u64,
+    max_entry_size: u64,
+    max_namespace_size: u64,
+}
+
 impl Snapshot {
-    /// Builds the runtime view of `config`. Endpoints whose identity (cluster name + address)
-    /// is unchanged from `previous` keep their state (in-flight counts, EWMA), and a cluster
-    /// whose connection settings are unchanged keeps its pooled connections.
+    /// Prepares and at once commits the runtime view of `config`; see [`Snapshot::prepare`].
+    /// Nothing shared changes when it fails. A reload with more fallible steps after the build
+    /// (listeners) calls `prepare` and `commit` itself.
     pub fn build(
         config: Arc<Config>,
         version: u64,
@@ -83,11 +121,33 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         ctx: &BuildContext,
     ) -> Result<Snapshot, SnapshotError> {
+        Ok(Snapshot::prepare(config, version, hash, previous, ctx)?.commit())
+    }
+
+    /// Builds the runtime view of `config`, to be committed with [`Prepared::commit`].
+    /// Endpoints whose identity (cluster name + address) is unchanged from `previous` keep
+    /// their state (in-flight counts, EWMA), and a cluster whose connection settings are
+    /// unchanged keeps its pooled connections.
+    ///
+    /// It reads files (CA bundles), binds plugins and may fail; it changes nothing `previous`
+    /// serves with. The store's new limits, the carried-over clusters' new limits and health
+    /// parameters, their health endpoint sets and checkers all wait for the commit.
+    pub fn prepare(
+        config: Arc<Config>,
+        version: u64,
+        hash: String,
+        previous: Option<&Snapshot>,
+        ctx: &BuildContext,
+    ) -> Result<Prepared, SnapshotError> {
         // One store for the process: stale copies outlive reloads; a changed `cache` section
-        // only changes its limits. Each plugin may fill at most a quarter of it.
+        // only changes its limits, at commit. Each plugin may fill at most a quarter of it.
         let store = ctx.store.clone();
-        let cache = &config.cache;
-        store.set_limits(cache.max_size, cache.max_entry_size, cache.max_size / 4);
+        let cache = CacheLimits {
+            store: store.clone(),
+            max_size: config.cache.max_size,
+            max_entry_size: config.cache.max_entry_size,
+            max_namespace_size: config.cache.max_size / 4,
+        };
 
         // Each route binds its plugins (an instance runs `init` with the route's config); a
         // plugin that rejects its config fails the build. A binding whose plugin (same version
@@ -128,13 +188,18 @@ impl Snapshot {
         }
         let mut clusters =
             FxHashMap::with_capacity_and_hasher(config.clusters.len(), Default::default());
+        let mut pending = Vec::with_capacity(config.clusters.len());
+        let mut replaced = Vec::new();
         for cluster in &config.clusters {
             let before = previous.and_then(|p| p.clusters.get(cluster.name.as_str()));
-            let built = Cluster::build(cluster, before.map(|c| &**c), &ctx.metrics)
+            let (built, commit) = Cluster::prepare(cluster, before.map(|c| &**c), &ctx.metrics)
                 .map_err(|e| SnapshotError(format!("cluster {:?}: {e}", cluster.name)))?;
-            clusters.insert(built.name().clone(), Arc::new(built));
+            let built = Arc::new(built);
+            replaced.extend(before.cloned());
+            pending.push((built.clone(), commit));
+            clusters.insert(built.name().clone(), built);
         }
-        Ok(Snapshot {
+        let snapshot = Snapshot {
             router: Router::build(&config.routes, previous.map(|p| &p.router), &mut bound),
             store,
             plugins: ctx.plugins.clone(),
@@ -142,18 +207,15 @@ impl Snapshot {
             config,
             version,
             hash,
+        };
+        Ok(Prepared {
+            snapshot,
+            pending: PendingParams {
+                cache,
+                clusters: pending,
+                replaced,
+            },
         })
-    }
-
-    /// Resolves DNS-discovered clusters that have no endpoints yet (first load or a changed
-    /// name), all at once and bounded by a few seconds, and makes sure discovery runs. Await it
-    /// before swapping the snapshot in, so the first requests find endpoints.
-    pub async fn prepare(&self) {
-        let pending = self
-            .clusters
-            .values()
-            .map(|cluster| cluster.prepare(PREPARE_LIMIT));
-        futures_util::future::join_all(pending).await;
     }
 
     /// The state gauges of every cluster, in config order, for `/metrics`.
@@ -236,6 +298,53 @@ impl Snapshot {
             .map(|c| c.status())
             .collect();
         serde_json::json!({ "clusters": clusters })
+    }
+}
+
+// === impl Prepared ===
+
+impl Prepared {
+    /// The snapshot as it will serve once committed.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// Resolves DNS-discovered clusters that have no endpoints yet (first load or a changed
+    /// name), all at once and bounded by a few seconds, and makes sure discovery runs. Await it
+    /// before committing, so the first requests find endpoints. It fills only the new
+    /// clusters' own endpoint lists.
+    pub async fn resolve(&self) {
+        let pending = self
+            .snapshot
+            .clusters
+            .values()
+            .map(|cluster| cluster.resolve(PREPARE_LIMIT));
+        futures_util::future::join_all(pending).await;
+    }
+
+    /// Applies the pending parameters to the state shared with the serving snapshot (the
+    /// store's limits, each carried-over cluster's limits and health parameters), makes each
+    /// cluster's health state track its new endpoints, moves the health checkers over, and
+    /// returns the snapshot to swap in. Nothing here fails, so a reload that gets this far
+    /// applies everything.
+    pub fn commit(self) -> Snapshot {
+        let PendingParams {
+            cache,
+            clusters,
+            replaced,
+        } = self.pending;
+        cache.store.set_limits(
+            cache.max_size,
+            cache.max_entry_size,
+            cache.max_namespace_size,
+        );
+        for old in &replaced {
+            old.stop_checker();
+        }
+        for (cluster, commit) in clusters {
+            cluster.commit(commit);
+        }
+        self.snapshot
     }
 }
 
@@ -365,6 +474,151 @@ mod tests {
                 .pick(&PickContext::default())
                 .is_some()
         );
+    }
+
+    // === a rejected reload changes nothing ===
+
+    /// `config` with one more cluster, after `api`, whose CA bundle cannot be read: the build
+    /// fails at its last step, after `api` was built.
+    fn failing_at_the_last_cluster(config: &Config) -> Arc<Config> {
+        let mut config = config.clone();
+        let mut later = config.clusters[0].clone();
+        later.name = "later".into();
+        later.tls = Some(levee_config::UpstreamTls {
+            sni: "later.test".into(),
+            ca_file: Some("/nonexistent/levee-test/ca.pem".into()),
+        });
+        config.clusters.push(later);
+        Arc::new(config)
+    }
+
+    fn health_addresses(snapshot: &Snapshot) -> Vec<SocketAddr> {
+        snapshot.clusters["api"]
+            .resilience()
+            .health
+            .endpoints()
+            .iter()
+            .map(|e| e.address())
+            .collect()
+    }
+
+    #[test]
+    fn failed_reload_keeps_the_store_entries() {
+        let ctx = BuildContext::new(Metrics::new());
+        let first = config(&["127.0.0.1:1001"]);
+        let serving = Snapshot::build(first.clone(), 1, "a".into(), None, &ctx).expect("build");
+        for key in ["a", "b", "c"] {
+            let response = levee_resilience::store::StoredResponse::new(
+                200,
+                http::HeaderMap::new(),
+                bytes::Bytes::from_static(b"kept"),
+            );
+            assert!(ctx.store.put(key, response));
+        }
+        let before = ctx.store.stats();
+
+        let mut smaller = (*first).clone();
+        smaller.cache.max_size = 1;
+        let next = failing_at_the_last_cluster(&smaller);
+        Snapshot::build(next, 2, "b".into(), Some(&serving), &ctx).expect_err("unreadable CA");
+
+        assert_eq!(ctx.store.stats(), before);
+        assert!(ctx.store.get("a", Duration::from_secs(60)).is_some());
+    }
+
+    #[test]
+    fn failed_reload_keeps_the_bulkhead_limits() {
+        let ctx = BuildContext::new(Metrics::new());
+        let first = config(&["127.0.0.1:1001"]);
+        let serving = Snapshot::build(first.clone(), 1, "a".into(), None, &ctx).expect("build");
+        let guards = serving.clusters["api"].resilience();
+        let before = guards.limits_status();
+        assert_eq!(before["requests"]["max"], 1024);
+
+        let mut lowered = (*first).clone();
+        lowered.clusters[0].limits.max_requests = 1;
+        lowered.clusters[0].limits.max_retries = 0;
+        let next = failing_at_the_last_cluster(&lowered);
+        Snapshot::build(next, 2, "b".into(), Some(&serving), &ctx).expect_err("unreadable CA");
+
+        assert_eq!(guards.limits_status(), before);
+        let held: Vec<_> = (0..5).map(|_| guards.admit().expect("admitted")).collect();
+        assert_eq!(held.len(), 5);
+    }
+
+    #[test]
+    fn failed_reload_keeps_the_health_parameters() {
+        let ctx = BuildContext::new(Metrics::new());
+        let first = config(&["127.0.0.1:1001"]);
+        let serving = Snapshot::build(first.clone(), 1, "a".into(), None, &ctx).expect("build");
+        let health = &serving.clusters["api"].resilience().health;
+        let (outlier, active) = (health.outlier_params(), health.active_params());
+
+        let mut changed = (*first).clone();
+        changed.clusters[0].outlier_detection.enabled = false;
+        changed.clusters[0].outlier_detection.consecutive_5xx = Some(1);
+        changed.clusters[0].health_check = Some(levee_config::HealthCheck {
+            kind: levee_config::HealthCheckKind::Tcp,
+            interval: Duration::from_secs(1),
+            unhealthy_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            unhealthy_threshold: 1,
+            healthy_threshold: 1,
+            jitter: 0.0,
+            initial_delay: Duration::from_secs(1),
+        });
+        let next = failing_at_the_last_cluster(&changed);
+        Snapshot::build(next, 2, "b".into(), Some(&serving), &ctx).expect_err("unreadable CA");
+
+        assert_eq!(health.outlier_params(), outlier);
+        assert_eq!(health.active_params(), active);
+        assert!(outlier.enabled);
+        assert_eq!(active, None);
+    }
+
+    #[test]
+    fn failed_reload_keeps_the_checked_endpoint_set() {
+        let ctx = BuildContext::new(Metrics::new());
+        let first = config(&["127.0.0.1:1001", "127.0.0.1:1002"]);
+        let serving = Snapshot::build(first, 1, "a".into(), None, &ctx).expect("build");
+        let before = health_addresses(&serving);
+        assert_eq!(before.len(), 2);
+
+        let next = failing_at_the_last_cluster(&config(&["127.0.0.1:1001", "127.0.0.1:1003"]));
+        Snapshot::build(next, 2, "b".into(), Some(&serving), &ctx).expect_err("unreadable CA");
+
+        assert_eq!(health_addresses(&serving), before);
+        let removed: SocketAddr = "127.0.0.1:1002".parse().expect("address");
+        let health = &serving.clusters["api"].resilience().health;
+        assert!(health.health_of(removed).is_some());
+    }
+
+    #[test]
+    fn prepared_reload_changes_shared_state_only_when_committed() {
+        let ctx = BuildContext::new(Metrics::new());
+        let first = config(&["127.0.0.1:1001", "127.0.0.1:1002"]);
+        let serving = Snapshot::build(first, 1, "a".into(), None, &ctx).expect("build");
+        let mut next = (*config(&["127.0.0.1:1001", "127.0.0.1:1003"])).clone();
+        next.clusters[0].limits.max_requests = 1;
+        next.clusters[0].outlier_detection.enabled = false;
+
+        let prepared = Snapshot::prepare(Arc::new(next), 2, "b".into(), Some(&serving), &ctx)
+            .expect("prepare");
+        let guards = serving.clusters["api"].resilience();
+        assert_eq!(guards.limits_status()["requests"]["max"], 1024);
+        assert!(guards.health.outlier_params().enabled);
+        assert_eq!(health_addresses(&serving).len(), 2);
+        assert!(health_addresses(&serving).contains(&"127.0.0.1:1002".parse().expect("address")));
+
+        let committed = prepared.commit();
+        // The carried-over guards are the very objects the serving snapshot uses.
+        assert_eq!(guards.limits_status()["requests"]["max"], 1);
+        assert!(!guards.health.outlier_params().enabled);
+        let addresses: Vec<SocketAddr> = ["127.0.0.1:1001", "127.0.0.1:1003"]
+            .iter()
+            .map(|a| a.parse().expect("address"))
+            .collect();
+        assert_eq!(health_addresses(&committed), addresses);
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! compare-and-swap, so a slot is never granted over the limit, and is given back by dropping its
 //! RAII [`Slot`].
 //!
-//! A reload calls [`Bulkhead::set_params`]: counts of slots in use are kept, and a lowered limit
-//! only refuses new slots until enough old ones are released.
+//! A reload calls [`Bulkhead::set_params`] once it can no longer fail (the bulkhead serves the
+//! old config until then): counts of slots in use are kept, and a lowered limit only refuses new
+//! slots until enough old ones are released.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

@@ -6,7 +6,8 @@
 //! per endpoint address. The gateway keeps the `ClusterHealth` across reloads (identity: the
 //! cluster name), calls [`ClusterHealth::reconfigure`] with the new parameters and
 //! [`ClusterHealth::sync`] with the new endpoint list; endpoints whose address is unchanged keep
-//! their state. The decision is written to [`Endpoint::set_usable`], which is all the balancer
+//! their state. Both change state the serving config uses, so the gateway calls them only once
+//! a reload can no longer fail. The decision is written to [`Endpoint::set_usable`], which is all the balancer
 //! reads.
 //!
 //! # The combination rule
@@ -363,6 +364,16 @@ impl ClusterHealth {
     /// The cluster name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The outlier detection parameters in force.
+    pub fn outlier_params(&self) -> OutlierParams {
+        lock(&self.inner).outlier.clone()
+    }
+
+    /// The active health-check thresholds in force; `None` without active checks.
+    pub fn active_params(&self) -> Option<ActiveParams> {
+        lock(&self.inner).active
     }
 
     /// Applies reloaded parameters, keeping every endpoint's state.

@@ -1,9 +1,11 @@
 //! Downstream listeners: accept, TLS, HTTP/1.1 and HTTP/2, limits, graceful drain.
 //!
-//! A [`ListenerSet`] owns one accept loop per configured listener. Reload calls
-//! [`ListenerSet::apply`], which diffs by listener name: all fallible work (binding sockets,
-//! reading certificates) happens before anything changes, so a bad reload leaves the running
-//! listeners exactly as they were. Connections are tracked across the whole set, so those of a
+//! A [`ListenerSet`] owns one accept loop per configured listener. Reload diffs by listener
+//! name in two steps: [`ListenerSet::prepare`] does all fallible work (binding sockets, reading
+//! certificates) and changes nothing, and [`ListenerSet::commit`] (which cannot fail) starts
+//! the new accept loops and closes the old ones. The gateway prepares the listeners together
+//! with the next snapshot and commits both only when everything is ready, so a bad reload
+//! leaves the running listeners exactly as they were. Connections are tracked across the whole set, so those of a
 //! removed listener still finish and are still drained at shutdown.
 
 mod accept;
@@ -16,7 +18,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -45,6 +47,29 @@ pub struct ListenerSet {
     metrics: Arc<Metrics>,
     tracker: Arc<Tracker>,
     running: Mutex<HashMap<String, Running>>,
+    /// Set by [`ListenerSet::stop_accepting`]: a reload committed during the drain must not
+    /// open listeners again.
+    stopped: AtomicBool,
+}
+
+/// The listeners of a config with their sockets bound and certificates read, not yet serving:
+/// made by [`ListenerSet::prepare`], carried out by [`ListenerSet::commit`]. Dropping it
+/// closes the sockets it bound.
+#[derive(Debug)]
+#[must_use = "a plan changes nothing until committed"]
+pub struct ListenerPlan {
+    listeners: Vec<Planned>,
+}
+
+/// One listener of a [`ListenerPlan`].
+#[derive(Debug)]
+struct Planned {
+    name: String,
+    /// The configured address (port 0 stays 0), kept to compare on the next reload.
+    address: SocketAddr,
+    settings: Arc<Settings>,
+    /// A socket bound for a new listener or a changed address; `None` keeps the running one.
+    socket: Option<(tokio::net::TcpListener, SocketAddr)>,
 }
 
 impl ListenerSet {
@@ -55,21 +80,30 @@ impl ListenerSet {
             metrics,
             tracker: Arc::new(Tracker::new()),
             running: Mutex::new(HashMap::new()),
+            stopped: AtomicBool::new(false),
         }
     }
 
-    /// Makes the running listeners match `listeners`: binds new ones, rebinds changed
-    /// addresses (the new socket is bound before the old one closes), reloads certificates,
-    /// and closes removed ones. Fallible work happens first, so an error changes nothing.
+    /// Makes the running listeners match `listeners`: [`ListenerSet::prepare`], then
+    /// [`ListenerSet::commit`]. An error changes nothing.
+    pub async fn apply(&self, listeners: &[levee_config::Listener]) -> Result<(), ListenerError> {
+        let plan = self.prepare(listeners)?;
+        self.commit(plan);
+        Ok(())
+    }
+
+    /// Does the fallible half of making the running listeners match `listeners`: reads every
+    /// certificate and binds a socket for each new listener and each changed address, while
+    /// the running listeners keep serving untouched. Dropping the returned plan closes the new
+    /// sockets and changes nothing; [`ListenerSet::commit`] carries it out.
     ///
     /// Certificate files are read again on every call, so new handshakes use the files as they
-    /// are now. Limits and certificates of a listener whose address is unchanged are swapped in
-    /// place (existing connections keep the settings they started with).
-    pub async fn apply(&self, listeners: &[levee_config::Listener]) -> Result<(), ListenerError> {
-        // The lock is held across the whole diff (there is no await in it), so concurrent
-        // reloads apply one after the other.
-        let mut running = self.running();
-
+    /// are after the commit.
+    pub fn prepare(
+        &self,
+        listeners: &[levee_config::Listener],
+    ) -> Result<ListenerPlan, ListenerError> {
+        let running = self.running();
         let mut plans = Vec::with_capacity(listeners.len());
         for listener in listeners {
             let tls = listener
@@ -91,53 +125,69 @@ impl ListenerSet {
                 })?),
                 false => None,
             };
-            plans.push((listener, settings, socket));
+            plans.push(Planned {
+                name: listener.name.clone(),
+                address: listener.address,
+                settings,
+                socket,
+            });
         }
+        Ok(ListenerPlan { listeners: plans })
+    }
 
-        // Nothing below fails.
-        for (listener, settings, socket) in plans {
-            match socket {
-                Some((socket, local)) => {
-                    let open = running
-                        .get(&listener.name)
-                        .map_or_else(Default::default, |r| r.shared.open.clone());
-                    let shared = Arc::new(accept::Shared {
-                        name: Arc::from(listener.name.as_str()),
-                        local,
-                        settings: ArcSwap::new(settings),
-                        open,
-                        proxy: self.proxy.clone(),
-                        metrics: self.metrics.clone(),
-                        parked: self.metrics.downstream_parked(&listener.name),
-                        tracker: self.tracker.clone(),
-                    });
-                    let task = tokio::spawn(accept::accept_loop(socket, shared.clone()));
-                    tracing::info!(listener = %listener.name, address = %local, "listening");
-                    let new = Running {
-                        address: listener.address,
-                        shared,
-                        task,
-                    };
-                    // The old accept loop (if any) stops only now that the new one runs.
-                    if let Some(old) = running.insert(listener.name.clone(), new) {
-                        tracing::info!(listener = %listener.name, address = %old.shared.local, "stopped listening");
-                    }
+    /// Carries out a plan from [`ListenerSet::prepare`]; nothing here fails. New listeners
+    /// start accepting on the sockets bound in `prepare`, a moved listener's old socket closes
+    /// only once the new one accepts, listeners at an unchanged address swap their limits and
+    /// certificates in place (existing connections keep the settings they started with), and
+    /// listeners the plan does not name close.
+    ///
+    /// Plans are committed in the order they were prepared, by one caller at a time (the
+    /// reload loop). After [`ListenerSet::stop_accepting`] a commit starts nothing.
+    pub fn commit(&self, plan: ListenerPlan) {
+        let mut running = self.running();
+        if self.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let names: Vec<String> = plan.listeners.iter().map(|p| p.name.clone()).collect();
+        for planned in plan.listeners {
+            let Some((socket, local)) = planned.socket else {
+                if let Some(r) = running.get(&planned.name) {
+                    r.shared.settings.store(planned.settings);
                 }
-                None => {
-                    if let Some(r) = running.get(&listener.name) {
-                        r.shared.settings.store(settings);
-                    }
-                }
+                continue;
+            };
+            let open = running
+                .get(&planned.name)
+                .map_or_else(Default::default, |r| r.shared.open.clone());
+            let shared = Arc::new(accept::Shared {
+                name: Arc::from(planned.name.as_str()),
+                local,
+                settings: ArcSwap::new(planned.settings),
+                open,
+                proxy: self.proxy.clone(),
+                metrics: self.metrics.clone(),
+                parked: self.metrics.downstream_parked(&planned.name),
+                tracker: self.tracker.clone(),
+            });
+            let task = tokio::spawn(accept::accept_loop(socket, shared.clone()));
+            tracing::info!(listener = %planned.name, address = %local, "listening");
+            let new = Running {
+                address: planned.address,
+                shared,
+                task,
+            };
+            // The old accept loop (if any) stops only now that the new one runs.
+            if let Some(old) = running.insert(planned.name, new) {
+                tracing::info!(listener = %old.shared.name, address = %old.shared.local, "stopped listening");
             }
         }
         running.retain(|name, r| {
-            let keep = listeners.iter().any(|l| &l.name == name);
+            let keep = names.contains(name);
             if !keep {
                 tracing::info!(listener = %name, address = %r.shared.local, "stopped listening");
             }
             keep
         });
-        Ok(())
     }
 
     /// The bound address of the listener called `name`.
@@ -148,7 +198,9 @@ impl ListenerSet {
     /// Stops accepting new connections on every listener (sockets are closed). Open
     /// connections are not touched; see [`ListenerSet::drain`].
     pub fn stop_accepting(&self) {
-        self.running().clear();
+        let mut running = self.running();
+        self.stopped.store(true, Ordering::Release);
+        running.clear();
     }
 
     /// Asks every open connection to finish (HTTP/1.1 closes after the current response,

@@ -780,6 +780,60 @@ async fn failed_bind_leaves_running_listeners_unchanged() {
 }
 
 #[tokio::test]
+async fn prepared_listeners_change_nothing_until_committed() {
+    let set = started(&[listener("public")]).await;
+    let public = addr(&set, "public");
+    let mut moved = listener("public");
+    moved.address = "127.0.0.2:0".parse().expect("address");
+
+    let plan = set.prepare(&[moved, listener("second")]).expect("prepare");
+    assert_eq!(set.local_addr("public"), Some(public));
+    assert!(set.local_addr("second").is_none());
+    let tcp = TcpStream::connect(public)
+        .await
+        .expect("old address still serves");
+    assert_eq!(h1_request(tcp).await, Version::HTTP_11);
+
+    set.commit(plan);
+    assert_ne!(addr(&set, "public"), public);
+    let tcp = TcpStream::connect(addr(&set, "second"))
+        .await
+        .expect("new listener serves");
+    assert_eq!(h1_request(tcp).await, Version::HTTP_11);
+}
+
+#[tokio::test]
+async fn dropped_plan_closes_the_sockets_it_bound() {
+    let set = started(&[listener("public")]).await;
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut second = listener("second");
+    second.address = free.local_addr().expect("addr");
+    drop(free);
+
+    let plan = set
+        .prepare(&[listener("public"), second.clone()])
+        .expect("prepare");
+    assert!(std::net::TcpListener::bind(second.address).is_err());
+    drop(plan);
+
+    assert!(std::net::TcpListener::bind(second.address).is_ok());
+    assert!(set.local_addr("second").is_none());
+}
+
+#[tokio::test]
+async fn commit_after_stop_accepting_opens_nothing() {
+    let set = started(&[listener("public")]).await;
+    let plan = set
+        .prepare(&[listener("public"), listener("second")])
+        .expect("prepare");
+    set.stop_accepting();
+
+    set.commit(plan);
+    assert!(set.local_addr("public").is_none());
+    assert!(set.local_addr("second").is_none());
+}
+
+#[tokio::test]
 async fn stop_accepting_refuses_new_connections() {
     let set = started(&[listener("public")]).await;
     let addr = addr(&set, "public");

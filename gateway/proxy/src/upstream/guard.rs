@@ -120,17 +120,45 @@ struct EndpointBreakers {
     by_address: Mutex<FxHashMap<SocketAddr, Arc<Breaker>>>,
 }
 
+/// What a reload still has to apply to the guards it carried over: the state they share with
+/// the serving snapshot. Applied by [`PendingGuards::apply`] when the reload commits.
+#[derive(Debug)]
+#[must_use = "the parameters change nothing until applied"]
+pub(crate) struct PendingGuards {
+    /// The carried-over bulkhead and the limits it takes.
+    bulkhead: Option<(Arc<Bulkhead>, BulkheadParams)>,
+    /// The carried-over health state and its new parameters.
+    health: Option<super::health::PendingHealth>,
+}
+
+impl PendingGuards {
+    /// Applies the new limits and health parameters. Slots in use and every endpoint's state
+    /// are kept; a lowered limit only refuses new slots until enough old ones are released.
+    pub(crate) fn apply(self) {
+        if let Some((bulkhead, params)) = self.bulkhead {
+            bulkhead.set_params(params);
+        }
+        if let Some(health) = self.health {
+            health.apply();
+        }
+    }
+}
+
 // === impl Guards ===
 
 impl Guards {
     /// The guards for `config`, keeping the breakers' windows and state, the limits' counts
     /// and the endpoints' health from `previous` (the same-named cluster of the last snapshot).
-    pub(crate) fn build(
+    ///
+    /// The limits and the health state are the very objects `previous` serves with, so their
+    /// new parameters are returned as [`PendingGuards`] instead of applied: a reload that fails
+    /// later must leave them as they were.
+    pub(crate) fn prepare(
         name: Arc<str>,
         config: &levee_config::Cluster,
         previous: Option<&Guards>,
         metrics: &Arc<Metrics>,
-    ) -> Guards {
+    ) -> (Guards, PendingGuards) {
         let breaker_params = config.circuit_breaker.as_ref().map(breaker_params);
         let breaker = breaker_params.map(|params| {
             Arc::new(match previous.and_then(|p| p.breaker.as_deref()) {
@@ -165,12 +193,12 @@ impl Guards {
             max_requests: limits.max_requests,
             max_retries: limits.max_retries,
         };
-        let bulkhead = match previous {
-            Some(p) => {
-                p.bulkhead.set_params(bulkhead_params);
-                p.bulkhead.clone()
-            }
-            None => Arc::new(Bulkhead::new(bulkhead_params)),
+        let (bulkhead, pending_bulkhead) = match previous {
+            Some(p) => (
+                p.bulkhead.clone(),
+                Some((p.bulkhead.clone(), bulkhead_params)),
+            ),
+            None => (Arc::new(Bulkhead::new(bulkhead_params)), None),
         };
         // The semaphore (with the connections it has handed out) carries over while its size
         // is unchanged.
@@ -180,10 +208,11 @@ impl Guards {
                 .and_then(|p| p.connections.clone())
                 .unwrap_or_else(|| Arc::new(Semaphore::new(limits.max_connections as usize)))
         });
-        let health = super::health::cluster_health(&name, config, previous.map(|p| &p.health));
+        let (health, pending_health) =
+            super::health::cluster_health(&name, config, previous.map(|p| &p.health));
 
         let recent = previous.map_or_else(|| Arc::new(Recent::new()), |p| p.recent.clone());
-        Guards {
+        let guards = Guards {
             recent,
             name,
             metrics: metrics.clone(),
@@ -193,7 +222,12 @@ impl Guards {
             connections,
             limits,
             health,
-        }
+        };
+        let pending = PendingGuards {
+            bulkhead: pending_bulkhead,
+            health: pending_health,
+        };
+        (guards, pending)
     }
 
     /// Leave to start a try: the cluster breaker and the request limit.

@@ -1,9 +1,9 @@
 //! Endpoint health at runtime: the active health checker, the outlier detector's clock, and
 //! the structured log line and counter of every health event.
 //!
-//! One checker task runs per cluster while the cluster lives (it stops when the cluster is
-//! dropped on reload, and the next snapshot's cluster starts its own; the health state itself
-//! carries over). Each round it follows the cluster's current endpoints (DNS may change them),
+//! One checker task runs per cluster while the cluster serves: a reload's commit stops it and
+//! starts the next snapshot's cluster's own (the health state itself carries over), and
+//! dropping the cluster stops it too. A reload that fails never starts one. Each round it follows the cluster's current endpoints (DNS may change them),
 //! runs the checks that are due, at most one in flight per endpoint, and ticks the detector,
 //! which ends ejections and runs the rate-based detectors.
 
@@ -29,13 +29,17 @@ use crate::metrics::Metrics;
 /// How often the detector's clock ticks (ends ejections, runs rate detectors when due).
 const TICK: Duration = Duration::from_millis(250);
 
-/// The cluster's health state: `previous`'s, reconfigured, when there is one (a reload keeps
-/// every endpoint's health, ejection and availability), else a fresh one.
+/// The cluster's health state: `previous`'s when there is one (a reload keeps every
+/// endpoint's health, ejection and availability), else a fresh one.
+///
+/// A carried-over state is still serving the current snapshot, so the new parameters are not
+/// applied here: they come back as a [`PendingHealth`] that the reload applies at commit, once
+/// nothing can fail any more.
 pub(crate) fn cluster_health(
     name: &Arc<str>,
     config: &levee_config::Cluster,
     previous: Option<&Arc<ClusterHealth>>,
-) -> Arc<ClusterHealth> {
+) -> (Arc<ClusterHealth>, Option<PendingHealth>) {
     let outlier = outlier_params(config);
     let active = config.health_check.as_ref().map(|hc| ActiveParams {
         unhealthy_threshold: hc.unhealthy_threshold,
@@ -43,12 +47,38 @@ pub(crate) fn cluster_health(
     });
     match previous {
         Some(health) => {
-            for event in health.reconfigure(outlier, active) {
-                log_event(name, None, &event);
-            }
-            health.clone()
+            let pending = PendingHealth {
+                name: name.clone(),
+                health: health.clone(),
+                outlier,
+                active,
+            };
+            (health.clone(), Some(pending))
         }
-        None => Arc::new(ClusterHealth::new(name.to_string(), outlier, active)),
+        None => (
+            Arc::new(ClusterHealth::new(name.to_string(), outlier, active)),
+            None,
+        ),
+    }
+}
+
+/// New parameters for a cluster's carried-over health state, applied by [`PendingHealth::apply`]
+/// when the reload commits.
+#[derive(Debug)]
+#[must_use = "the parameters change nothing until applied"]
+pub(crate) struct PendingHealth {
+    name: Arc<str>,
+    health: Arc<ClusterHealth>,
+    outlier: OutlierParams,
+    active: Option<ActiveParams>,
+}
+
+impl PendingHealth {
+    /// Reconfigures the shared health state, logging the readmissions it causes.
+    pub(crate) fn apply(self) {
+        for event in self.health.reconfigure(self.outlier, self.active) {
+            log_event(&self.name, None, &event);
+        }
     }
 }
 
@@ -164,6 +194,17 @@ impl Drop for Checker {
 }
 
 impl Checker {
+    /// Stops the task; the cluster's health state stays as it is.
+    pub(crate) fn stop(&self) {
+        self.task.abort();
+    }
+
+    /// Whether the task still runs.
+    #[cfg(test)]
+    pub(crate) fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
     /// Starts the checker of a cluster when inside a tokio runtime (else `None`: a cluster
     /// built outside one, as unit tests do, has no clock-driven health).
     pub(crate) fn start(

@@ -24,7 +24,7 @@ mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -58,23 +58,55 @@ pub struct Cluster {
     discovery: Option<dns::Discovery>,
     guards: Guards,
     /// Runs the active health checks and the outlier detector's clock while the cluster lives
-    /// (dropping it stops them).
-    _checker: Option<health::Checker>,
+    /// (dropping it stops them). Started at commit, not when the cluster is prepared: the
+    /// checker writes to the health state this cluster may share with the serving snapshot.
+    checker: OnceLock<health::Checker>,
+}
+
+/// What committing a prepared [`Cluster`] applies to the state it shares with the serving
+/// snapshot's cluster of the same name: see [`Cluster::commit`].
+#[derive(Debug)]
+#[must_use = "a prepared cluster changes nothing shared until committed"]
+pub(crate) struct ClusterCommit {
+    guards: guard::PendingGuards,
 }
 
 impl Cluster {
-    /// Builds the runtime cluster for `config`. When `previous` is the same-named cluster of
-    /// the previous snapshot, endpoints with an unchanged address keep their `Arc<Endpoint>`,
-    /// the discovered endpoints are kept while the DNS name is unchanged, and the pools are
-    /// kept when protocol, TLS (including the CA bundle's content, read again here), timeouts and
-    /// pool sizes are unchanged.
-    ///
-    /// DNS discovery starts here when called inside a tokio runtime, else on [`Cluster::prepare`].
+    /// Builds and commits the runtime cluster for `config`: [`Cluster::prepare`], then
+    /// [`Cluster::commit`]. For one cluster on its own in tests; a reload prepares every
+    /// cluster before it commits any.
+    #[cfg(test)]
     pub(crate) fn build(
         config: &levee_config::Cluster,
         previous: Option<&Cluster>,
         metrics: &Arc<Metrics>,
     ) -> Result<Cluster, TlsConfigError> {
+        let (cluster, pending) = Cluster::prepare(config, previous, metrics)?;
+        if let Some(previous) = previous.filter(|p| p.name == cluster.name) {
+            previous.stop_checker();
+        }
+        cluster.commit(pending);
+        Ok(cluster)
+    }
+
+    /// Prepares the runtime cluster for `config`. When `previous` is the same-named cluster of
+    /// the previous snapshot, endpoints with an unchanged address keep their `Arc<Endpoint>`,
+    /// the discovered endpoints are kept while the DNS name is unchanged, and the pools are
+    /// kept when protocol, TLS (including the CA bundle's content, read again here), timeouts and
+    /// pool sizes are unchanged.
+    ///
+    /// Nothing `previous` serves with changes here: the new limits and health parameters of the
+    /// state it shares (bulkhead, health) and the health checker wait in the returned
+    /// [`ClusterCommit`], for [`Cluster::commit`]. Dropping both instead leaves `previous`
+    /// exactly as it was.
+    ///
+    /// DNS discovery starts here when called inside a tokio runtime, else on
+    /// [`Cluster::resolve`]; it fills only this cluster's own endpoint list.
+    pub(crate) fn prepare(
+        config: &levee_config::Cluster,
+        previous: Option<&Cluster>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<(Cluster, ClusterCommit), TlsConfigError> {
         let name: Arc<str> = Arc::from(config.name.as_str());
         let previous = previous.filter(|p| p.config.name == config.name);
 
@@ -133,27 +165,46 @@ impl Cluster {
             discovery.start();
         }
 
-        let guards = Guards::build(name.clone(), config, previous.map(|p| &p.guards), metrics);
-        guards.health.sync(&endpoints.all_endpoints());
+        let (guards, pending) =
+            Guards::prepare(name.clone(), config, previous.map(|p| &p.guards), metrics);
 
-        let checker = health::Checker::start(
-            name.clone(),
-            config.health_check.clone(),
-            guards.health.clone(),
-            Arc::downgrade(&endpoints),
-            pools.clone(),
-            metrics,
-        );
-
-        Ok(Cluster {
+        let cluster = Cluster {
             name,
             config: config.clone(),
             endpoints,
             pools,
             discovery,
             guards,
-            _checker: checker,
-        })
+            checker: OnceLock::new(),
+        };
+        Ok((cluster, ClusterCommit { guards: pending }))
+    }
+
+    /// Applies what [`Cluster::prepare`] left pending: the new limits and health parameters
+    /// of the shared guards, the health state's endpoint set (this cluster's endpoints), and
+    /// the health checker. It cannot fail. Stop the previous cluster's checker first
+    /// ([`Cluster::stop_checker`]), so that one checker drives the shared health state.
+    pub(crate) fn commit(&self, pending: ClusterCommit) {
+        pending.guards.apply();
+        self.guards.health.sync(&self.endpoints.all_endpoints());
+        if let Some(checker) = health::Checker::start(
+            self.name.clone(),
+            self.config.health_check.clone(),
+            self.guards.health.clone(),
+            Arc::downgrade(&self.endpoints),
+            self.pools.clone(),
+            &self.pools.metrics,
+        ) {
+            let _ = self.checker.set(checker);
+        }
+    }
+
+    /// Stops this cluster's health checker: the next snapshot's cluster of the same name has
+    /// taken over its health state. Requests still in flight on this cluster keep feeding it.
+    pub(crate) fn stop_checker(&self) {
+        if let Some(checker) = self.checker.get() {
+            checker.stop();
+        }
     }
 
     /// The breakers, limits and outlier detection of this cluster.
@@ -211,7 +262,7 @@ impl Cluster {
 
     /// Resolves the DNS name of a discovered cluster that has found no endpoint yet (a first
     /// load or a changed name), waiting at most `limit`, and makes sure discovery runs.
-    pub(crate) async fn prepare(&self, limit: Duration) {
+    pub(crate) async fn resolve(&self, limit: Duration) {
         if let Some(discovery) = &self.discovery {
             discovery.start();
             if self.endpoints.discovered().is_empty() {

@@ -805,6 +805,49 @@ async fn reload_rebuilds_pools_when_the_ca_file_content_changes() {
     assert_eq!(error.kind(), "upstream-tls", "{error}");
 }
 
+// === reload in two phases ===
+
+/// Whether `cluster`'s health checker runs, after letting an aborted one finish.
+async fn checker_runs(cluster: &Cluster) -> bool {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    cluster.checker.get().is_some_and(|c| c.is_running())
+}
+
+#[tokio::test]
+async fn health_checker_moves_to_the_next_cluster_only_at_commit() {
+    let metrics = Metrics::new();
+    let address: SocketAddr = "127.0.0.1:1001".parse().expect("addr");
+    let config = cluster_config("web", &[address]);
+    let first = Cluster::build(&config, None, &metrics).expect("build");
+    assert!(checker_runs(&first).await);
+
+    let moved = cluster_config("web", &["127.0.0.1:1002".parse().expect("addr")]);
+    let (rejected, pending) = Cluster::prepare(&moved, Some(&first), &metrics).expect("prepare");
+    assert!(
+        !checker_runs(&rejected).await,
+        "a prepared cluster checks nothing"
+    );
+    drop((rejected, pending));
+    assert!(checker_runs(&first).await);
+    let tracked: Vec<SocketAddr> = first
+        .guards
+        .health
+        .endpoints()
+        .iter()
+        .map(|e| e.address())
+        .collect();
+    assert_eq!(tracked, vec![address]);
+
+    let (next, pending) = Cluster::prepare(&moved, Some(&first), &metrics).expect("prepare");
+    first.stop_checker();
+    next.commit(pending);
+    assert!(!checker_runs(&first).await);
+    assert!(checker_runs(&next).await);
+    assert!(Arc::ptr_eq(&first.guards.health, &next.guards.health));
+}
+
 // === DNS discovery ===
 
 fn discovered_config(name: &str, dns: String) -> levee_config::Cluster {
@@ -822,7 +865,7 @@ async fn dns_discovery_finds_localhost_endpoints() {
     let port = upstream.address.port();
     let cluster = build(&discovered_config("dns", format!("localhost:{port}")));
 
-    cluster.prepare(Duration::from_secs(10)).await;
+    cluster.resolve(Duration::from_secs(10)).await;
 
     let discovered = cluster.endpoints.discovered();
     assert!(
@@ -855,7 +898,7 @@ async fn dns_discovery_finds_localhost_endpoints() {
 #[tokio::test]
 async fn dns_failure_keeps_the_last_good_endpoints() {
     let cluster = build(&discovered_config("dns", "levee-test.invalid:80".into()));
-    cluster.prepare(Duration::from_secs(10)).await;
+    cluster.resolve(Duration::from_secs(10)).await;
     assert!(cluster.pick(&PickContext::default()).is_none());
 
     let good: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
