@@ -409,9 +409,18 @@ mod tests {
         let log = AccessLog::non_blocking(Stuck(stuck));
         // The worker takes at most one line and blocks on it; the queue holds QUEUE_LINES.
         let sent = QUEUE_LINES as u64 + 100;
-        for i in 0..sent {
-            log.log(&record(i));
-        }
+        let (done, finished) = std::sync::mpsc::channel();
+        let logger = log.clone();
+        std::thread::spawn(move || {
+            for i in 0..sent {
+                logger.log(&record(i));
+            }
+            let _ = done.send(());
+        });
+        // A blocking queue would never get here; the bound keeps a regression from hanging.
+        finished
+            .recv_timeout(Duration::from_secs(30))
+            .expect("logging never waits for the writer");
         let dropped = log.dropped_lines();
         assert!(
             (99..=100).contains(&dropped),
