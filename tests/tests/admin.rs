@@ -235,3 +235,61 @@ async fn sighup_right_after_startup_does_not_kill_the_gateway() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_path_and_query_are_percent_decoded() {
+    bounded(async {
+        let upstream = Server::http1().run().await;
+        let yaml = simple_config(&[upstream.addr()])
+            .replace("cluster: backend", "cluster: \"my cluster\"")
+            .replace(
+                "  - name: backend\n",
+                "  - name: \"my cluster\"\n    circuit_breaker: { open_duration: 5m }\n",
+            );
+        let gateway = TestGateway::start(&yaml).await.unwrap();
+        let admin = gateway.admin();
+
+        // `%20` in the name, and `%6F` (`o`) in the query value.
+        let reply = client::admin_post(admin, "/clusters/my%20cluster/breaker?state=%6Fpen")
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let breaker = reply.json();
+        assert_eq!(breaker["state"], "open", "{breaker}");
+        assert_eq!(breaker["forced"], "open", "{breaker}");
+        let reply = client::get(&client::http1(), &gateway.url("public", "/x"))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            upstream.requests(),
+            0,
+            "the forced-open breaker let a request through"
+        );
+
+        // `+` is a space in a query, as in a form.
+        let reply = client::admin_post(admin, "/clusters/my%20cluster/breaker?x=1&state=auto+")
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+        let reply = client::admin_post(admin, "/clusters/my%20cluster/breaker?x=1&state=auto")
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert!(reply.json()["forced"].is_null());
+
+        let reply = client::admin_post(admin, "/clusters/my%2520cluster/breaker?state=open")
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "decoded once, not twice"
+        );
+        let reply = client::admin_post(admin, "/clusters/%FF/breaker?state=open")
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "not UTF-8");
+    })
+    .await;
+}

@@ -190,6 +190,10 @@ pub(crate) struct BenchArgs {
     /// Skip Levee (to try the harness with nginx alone).
     #[arg(long)]
     pub(crate) no_levee: bool,
+    /// Turn the access log on for the throughput and fixed-rate runs: Levee's (standard
+    /// output) and nginx's (`combined`), each to a file in the run's work directory.
+    #[arg(long)]
+    pub(crate) access_log: bool,
     /// CPUs (a `taskset -c` list) of the gateway under test (Levee or nginx).
     #[arg(long, default_value = "0")]
     pub(crate) gateway_cpus: String,

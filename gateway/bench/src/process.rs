@@ -40,10 +40,25 @@ pub(crate) fn pinned(cpus: &str, program: impl AsRef<std::ffi::OsStr>) -> Comman
 
 impl Proc {
     /// Spawns `cmd` with stdout and stderr piped into line collectors.
-    pub(crate) fn spawn(name: &str, mut cmd: Command) -> anyhow::Result<Self> {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+    pub(crate) fn spawn(name: &str, cmd: Command) -> anyhow::Result<Self> {
+        Self::spawn_with_stdout(name, cmd, None)
+    }
+
+    /// Spawns `cmd` with stderr piped into a line collector, and stdout too unless `stdout`
+    /// names a file to write it to (an access log the harness must not hold in memory).
+    pub(crate) fn spawn_with_stdout(
+        name: &str,
+        mut cmd: Command,
+        stdout: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        let out = match stdout {
+            Some(path) => Stdio::from(
+                std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?,
+            ),
+            None => Stdio::piped(),
+        };
+        cmd.stdin(Stdio::null()).stdout(out).stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {name} ({cmd:?})"))?;

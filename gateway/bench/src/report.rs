@@ -49,6 +49,8 @@ pub(crate) struct Settings {
     pub(crate) gateway_cpus: String,
     pub(crate) load_cpus: String,
     pub(crate) idle_connections: usize,
+    /// Whether the throughput and fixed-rate runs had the access log on (`--access-log`).
+    pub(crate) access_log: bool,
 }
 
 /// One measured closed-loop run.
@@ -195,6 +197,7 @@ impl Report {
              no master); both upstreams (1 thread each), the load generator and the harness on CPU {}.\n\
              - Load: {} connections over loopback; {} interleaved round(s) of {} per target, each \
              after {} of unmeasured warm-up; the median round is shown.\n\
+             - Access log: {}.\n\
              - Background: the machine was {:.0}% busy in the second before the run.\n",
             m.cpus,
             m.cpu,
@@ -209,6 +212,12 @@ impl Report {
             s.rounds,
             humantime::format_duration(s.duration),
             humantime::format_duration(s.warmup),
+            if s.access_log {
+                "on for the throughput and fixed-rate runs (Levee's JSON lines and nginx's \
+                 `combined` lines, each to a file)"
+            } else {
+                "off (`log.access_log: false`, `access_log off;`)"
+            },
             m.background_busy * 100.0,
         );
 
@@ -504,6 +513,7 @@ mod tests {
                 gateway_cpus: "0".into(),
                 load_cpus: "1".into(),
                 idle_connections: 10_000,
+                access_log: false,
             },
             throughput: vec![
                 TargetThroughput::new("direct", vec![round(40_000.0)]),

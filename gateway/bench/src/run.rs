@@ -102,13 +102,21 @@ fn run_in(args: &BenchArgs, levee: &Path, work: &Path) -> anyhow::Result<Report>
         &args.gateway_cpus,
         &work.join("nginx"),
         &upstream_addrs,
+        args.access_log,
     )?);
     let mut levee_server = if with_levee {
-        Some(targets::start_levee(
+        let mut config = targets::levee_config(&upstream_addrs, 1);
+        let mut access_log = None;
+        if args.access_log {
+            config = config.replace("access_log: false", "access_log: true");
+            access_log = Some(work.join("levee-access.log"));
+        }
+        Some(targets::start_levee_logging(
             levee,
             &args.gateway_cpus,
             &work.join("levee.yaml"),
-            &targets::levee_config(&upstream_addrs, 1),
+            &config,
+            access_log.as_deref(),
         )?)
     } else {
         None
@@ -202,6 +210,7 @@ fn run_in(args: &BenchArgs, levee: &Path, work: &Path) -> anyhow::Result<Report>
         &args.gateway_cpus,
         &work.join("nginx"),
         &upstream_addrs,
+        false,
     )?;
     memory.push(memory_probe(
         &runtime,
@@ -254,6 +263,7 @@ fn run_in(args: &BenchArgs, levee: &Path, work: &Path) -> anyhow::Result<Report>
             gateway_cpus: args.gateway_cpus.clone(),
             load_cpus: args.load_cpus.clone(),
             idle_connections: args.idle_connections,
+            access_log: args.access_log,
         },
         throughput,
         fixed_rate: fixed,

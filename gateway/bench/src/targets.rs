@@ -1,7 +1,8 @@
 //! The servers under test: the upstreams, nginx and Levee, each started as a pinned child.
 //!
 //! nginx and Levee are configured to do the same work: one worker, round robin over the same two
-//! upstreams, a keep-alive pool of 64 idle connections per upstream, no access log. nginx's
+//! upstreams, a keep-alive pool of 64 idle connections per upstream, no access log (or, with
+//! `--access-log`, an access log to a file for both). nginx's
 //! per-connection request caps (`keepalive_requests`, 1000 by default on both sides) are raised
 //! because Levee has no such cap; with them nginx would reconnect every 1000 requests.
 
@@ -57,13 +58,25 @@ pub(crate) fn start_upstream_on(cpus: &str, threads: usize, port: u16) -> anyhow
     })
 }
 
-/// The nginx config equivalent to [`levee_config`] with one route.
-pub(crate) fn nginx_config(dir: &Path, port: u16, upstreams: &[SocketAddr]) -> String {
+/// The nginx config equivalent to [`levee_config`] with one route; with `access_log`, nginx
+/// writes its default (`combined`) access log to `DIR/access.log`, unbuffered, one `write` per
+/// request.
+pub(crate) fn nginx_config(
+    dir: &Path,
+    port: u16,
+    upstreams: &[SocketAddr],
+    access_log: bool,
+) -> String {
     let mut servers = String::new();
     for upstream in upstreams {
         let _ = writeln!(servers, "        server {upstream};");
     }
     let dir = dir.display();
+    let access_log = if access_log {
+        format!("access_log {dir}/access.log;")
+    } else {
+        "access_log off;".to_string()
+    };
     // `worker_connections 11000`: room for the memory probe's 10 000 idle clients plus the
     // upstream pool. nginx allocates a structure per worker connection up front, so a much
     // larger number would inflate its idle memory.
@@ -80,7 +93,7 @@ events {{
 }}
 
 http {{
-    access_log off;
+    {access_log}
     client_body_temp_path {dir}/client_body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
@@ -112,11 +125,13 @@ pub(crate) fn start_nginx(
     cpus: &str,
     dir: &Path,
     upstreams: &[SocketAddr],
+    access_log: bool,
 ) -> anyhow::Result<Server> {
     std::fs::create_dir_all(dir)?;
     let port = free_port()?;
     let conf = dir.join("nginx.conf");
-    std::fs::write(&conf, nginx_config(dir, port, upstreams)).context("writing nginx.conf")?;
+    std::fs::write(&conf, nginx_config(dir, port, upstreams, access_log))
+        .context("writing nginx.conf")?;
     let mut cmd = pinned(cpus, nginx);
     cmd.arg("-p")
         .arg(dir)
@@ -177,6 +192,18 @@ pub(crate) fn start_levee(
     file: &Path,
     config: &str,
 ) -> anyhow::Result<Server> {
+    start_levee_logging(levee, cpus, file, config, None)
+}
+
+/// [`start_levee`], with Levee's standard output (its access log) written to `stdout` when
+/// given.
+pub(crate) fn start_levee_logging(
+    levee: &Path,
+    cpus: &str,
+    file: &Path,
+    config: &str,
+    stdout: Option<&Path>,
+) -> anyhow::Result<Server> {
     std::fs::write(file, config).context("writing the Levee config")?;
     let mut cmd = pinned(cpus, levee);
     cmd.arg("run")
@@ -186,7 +213,7 @@ pub(crate) fn start_levee(
         .env_remove("RUST_LOG")
         .env_remove("LEVEE_CONFIG")
         .env_remove("LEVEE_WORKERS");
-    let mut proc = Proc::spawn("levee", cmd)?;
+    let mut proc = Proc::spawn_with_stdout("levee", cmd, stdout)?;
     let mut address = None;
     let mut admin = None;
     let deadline = Instant::now() + START_TIMEOUT;
@@ -266,13 +293,15 @@ mod tests {
             "127.0.0.1:1001".parse().unwrap(),
             "127.0.0.1:1002".parse().unwrap(),
         ];
-        let text = nginx_config(Path::new("/tmp/x"), 8080, &upstreams);
+        let text = nginx_config(Path::new("/tmp/x"), 8080, &upstreams, false);
         assert!(text.contains("server 127.0.0.1:1001;"));
         assert!(text.contains("server 127.0.0.1:1002;"));
         assert!(text.contains("keepalive 64;"));
         assert!(text.contains("proxy_set_header Connection \"\";"));
         assert!(text.contains("worker_processes 1;"));
         assert!(text.contains("access_log off;"));
+        let logged = nginx_config(Path::new("/tmp/x"), 8080, &upstreams, true);
+        assert!(logged.contains("access_log /tmp/x/access.log;"));
     }
 
     #[test]

@@ -204,9 +204,8 @@ pub struct Cluster {
     pub panic_mode: PanicMode,
 }
 
-/// Load-balancing algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+/// Load-balancing algorithm. Serializes as [`LbPolicy::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LbPolicy {
     /// Smooth weighted round-robin.
     RoundRobin,
@@ -669,6 +668,35 @@ mod humantime_serde_compat {
 
     pub(super) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+// === impl LbPolicy ===
+
+impl LbPolicy {
+    /// The name the config file uses: `round-robin`, `random`, `least-request`, `peak-ewma`,
+    /// `ring-hash`, `maglev`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LbPolicy::RoundRobin => "round-robin",
+            LbPolicy::Random => "random",
+            LbPolicy::LeastRequest => "least-request",
+            LbPolicy::PeakEwma => "peak-ewma",
+            LbPolicy::RingHash => "ring-hash",
+            LbPolicy::Maglev => "maglev",
+        }
+    }
+}
+
+impl std::fmt::Display for LbPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for LbPolicy {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 

@@ -805,7 +805,7 @@ impl Checker<'_> {
             RawLbPolicy::Maglev => LbPolicy::Maglev,
         };
         let hashing = matches!(lb, LbPolicy::RingHash | LbPolicy::Maglev);
-        let lb_word = raw.lb.map_or("least-request", lb_name);
+        let lb_word = lb.as_str();
         let hash_on = match raw.hash_on {
             None => {
                 if hashing {
@@ -1018,17 +1018,6 @@ impl Checker<'_> {
 /// A duration as the file writes it (`250ms`, `5m`), for messages.
 fn human(d: Duration) -> String {
     humantime::format_duration(d).to_string()
-}
-
-fn lb_name(lb: RawLbPolicy) -> &'static str {
-    match lb {
-        RawLbPolicy::RoundRobin => "round-robin",
-        RawLbPolicy::Random => "random",
-        RawLbPolicy::LeastRequest => "least-request",
-        RawLbPolicy::PeakEwma => "peak-ewma",
-        RawLbPolicy::RingHash => "ring-hash",
-        RawLbPolicy::Maglev => "maglev",
-    }
 }
 
 /// Whether two bind addresses would fight over the same socket.

@@ -1,15 +1,31 @@
 //! The structured access log: one JSON line per finished request.
 //!
-//! Each line is formatted into one buffer and written with a single `write_all` on the locked
-//! writer, so lines from concurrent requests never interleave. A failed write (a closed pipe, a
-//! full disk) drops the line: the access log must never take the request path down.
+//! Each line is formatted into one buffer on the request's thread and handed whole to the
+//! writer, so lines from concurrent requests never interleave. On standard output the write
+//! itself happens on a worker thread (`tracing-appender`'s non-blocking writer): a request
+//! never waits on a slow terminal, a full pipe or a stalled log shipper. The queue to that
+//! thread is bounded ([`QUEUE_LINES`]) and lossy: when it is full, the line is dropped and
+//! counted (`levee_access_log_dropped_lines_total`), because a gateway that stops serving to
+//! keep its log complete is worse than a log with a known gap. A failed write (a closed pipe,
+//! a full disk) drops the line too: the access log must never take the request path down.
 
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
+
+/// Lines queued for the writer thread before new ones are dropped. At the ~300 bytes of a
+/// typical line this is about 5 MB, and at 50,000 requests a second a quarter of a second of
+/// a stalled reader; a reader stalled longer than that loses lines rather than the gateway
+/// its memory.
+pub const QUEUE_LINES: usize = 16_384;
+
+/// Bytes the writer thread gathers before a `write` to standard output: the thread drains
+/// every queued line and then flushes, so a burst becomes a few large writes, not one per line.
+const WRITE_BUFFER: usize = 64 * 1024;
 
 /// Everything known about one finished request. The request path builds it when the response
 /// body has been fully sent (or the request failed), and hands it to [`AccessLog::log`] and
@@ -67,14 +83,20 @@ pub struct AccessLog {
 /// Where lines go.
 #[derive(Clone)]
 enum Sink {
-    Stdout,
+    /// A worker thread writes them.
+    Worker {
+        writer: NonBlocking,
+        /// Flushes the queue and ends the thread when dropped; taken by [`AccessLog::close`].
+        guard: Arc<Mutex<Option<WorkerGuard>>>,
+    },
+    /// Written on the caller's thread, under the lock (tests).
     Writer(Arc<Mutex<dyn Write + Send>>),
 }
 
 impl std::fmt::Debug for Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Sink::Stdout => f.write_str("Stdout"),
+            Sink::Worker { .. } => f.write_str("Worker"),
             Sink::Writer(_) => f.write_str("Writer"),
         }
     }
@@ -106,18 +128,57 @@ struct Line<'a> {
 // === impl AccessLog ===
 
 impl AccessLog {
-    /// An access log that writes to standard output when `enabled`.
+    /// An access log that writes to standard output, from its own thread, when `enabled`.
+    /// Call [`AccessLog::close`] at shutdown so the queued lines are written.
     pub fn new(enabled: bool) -> Self {
-        Self {
-            sink: enabled.then_some(Sink::Stdout),
+        if enabled {
+            Self::non_blocking(BufWriter::with_capacity(WRITE_BUFFER, std::io::stdout()))
+        } else {
+            Self { sink: None }
         }
     }
 
-    /// An enabled access log that writes to `writer` instead of standard output (for tests, or
-    /// to send lines elsewhere).
+    /// An enabled access log whose lines a worker thread writes to `writer`, through a queue
+    /// of [`QUEUE_LINES`] lines that drops (and counts) lines when full.
+    pub fn non_blocking<W: Write + Send + 'static>(writer: W) -> Self {
+        let (writer, guard) = NonBlockingBuilder::default()
+            .lossy(true)
+            .buffered_lines_limit(QUEUE_LINES)
+            .thread_name("levee-access-log")
+            .finish(writer);
+        Self {
+            sink: Some(Sink::Worker {
+                writer,
+                guard: Arc::new(Mutex::new(Some(guard))),
+            }),
+        }
+    }
+
+    /// An enabled access log that writes to `writer` on the caller's thread, under the lock
+    /// (for tests, or to send lines elsewhere).
     pub fn to_writer<W: Write + Send + 'static>(writer: Arc<Mutex<W>>) -> Self {
         Self {
             sink: Some(Sink::Writer(writer)),
+        }
+    }
+
+    /// Lines dropped because the writer thread's queue was full.
+    pub fn dropped_lines(&self) -> u64 {
+        match &self.sink {
+            Some(Sink::Worker { writer, .. }) => {
+                u64::try_from(writer.error_counter().dropped_lines()).unwrap_or(u64::MAX)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Writes every queued line and stops the writer thread (waiting up to a second); lines
+    /// logged afterwards are dropped. Called once the gateway has drained. Dropping the last
+    /// clone of the log does the same.
+    pub fn close(&self) {
+        if let Some(Sink::Worker { guard, .. }) = &self.sink {
+            let guard = guard.lock().unwrap_or_else(PoisonError::into_inner).take();
+            drop(guard);
         }
     }
 
@@ -139,10 +200,12 @@ impl AccessLog {
         // A closed pipe (the log reader went away) or a full disk must not stop the gateway;
         // Rust ignores SIGPIPE, so the write just returns an error we drop.
         let _ = match sink {
-            Sink::Stdout => std::io::stdout().lock().write_all(&buf),
+            // One `write` call queues the whole line (a clone of the queue's sender is how
+            // `NonBlocking` is meant to be shared).
+            Sink::Worker { writer, .. } => writer.clone().write_all(&buf),
             Sink::Writer(writer) => writer
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(PoisonError::into_inner)
                 .write_all(&buf),
         };
     }
@@ -285,6 +348,86 @@ mod tests {
         let lines = lines(&buf);
         assert_eq!(lines.len(), 800);
         assert!(lines.iter().all(|line| line["listener"] == "public"));
+    }
+
+    /// A writer that hands what the worker thread writes to the test.
+    struct Pipe(std::sync::mpsc::Sender<Vec<u8>>);
+
+    impl Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.send(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_worker_thread_writes_every_line_whole() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = AccessLog::non_blocking(BufWriter::new(Pipe(tx)));
+        std::thread::scope(|scope| {
+            for t in 0..4u64 {
+                let log = log.clone();
+                scope.spawn(move || {
+                    for i in 0..200 {
+                        log.log(&record(t * 1000 + i));
+                    }
+                });
+            }
+        });
+        // Closing writes what is queued and ends the thread, which drops the pipe.
+        log.close();
+        let written: Vec<u8> = rx.iter().flatten().collect();
+        let written = String::from_utf8(written).expect("utf-8");
+        let lines: Vec<serde_json::Value> = written
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("one whole JSON object per line"))
+            .collect();
+        assert_eq!(lines.len(), 800);
+        assert_eq!(log.dropped_lines(), 0);
+        assert_eq!(lines[0]["listener"], "public");
+        // A closed log drops lines without failing.
+        log.log(&record(5));
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_lines_instead_of_blocking() {
+        struct Stuck(std::sync::mpsc::Receiver<()>);
+        impl Write for Stuck {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                // Blocks the worker until the test lets go.
+                let _ = self.0.recv();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (release, stuck) = std::sync::mpsc::channel();
+        let log = AccessLog::non_blocking(Stuck(stuck));
+        // The worker takes at most one line and blocks on it; the queue holds QUEUE_LINES.
+        let sent = QUEUE_LINES as u64 + 100;
+        let (done, finished) = std::sync::mpsc::channel();
+        let logger = log.clone();
+        std::thread::spawn(move || {
+            for i in 0..sent {
+                logger.log(&record(i));
+            }
+            let _ = done.send(());
+        });
+        // A blocking queue would never get here; the bound keeps a regression from hanging.
+        finished
+            .recv_timeout(Duration::from_secs(30))
+            .expect("logging never waits for the writer");
+        let dropped = log.dropped_lines();
+        assert!(
+            (99..=100).contains(&dropped),
+            "{dropped} dropped of {sent}, with a queue of {QUEUE_LINES}"
+        );
+        drop(release);
+        log.close();
     }
 
     #[test]

@@ -1,5 +1,9 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/config`, `/clusters`,
-//! `POST /config/reload`, and `/` (a status page for people).
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/config`, `/clusters`, `/plugins`,
+//! `POST /clusters/{name}/breaker`, `POST /config/reload`, and `/` (a status page for people).
+//!
+//! `/config`, `/clusters` and `/plugins` serialize typed views ([`ConfigView`],
+//! [`crate::snapshot::ClustersView`], [`crate::snapshot::PluginsView`]); the status page
+//! renders the same views, so the page and the JSON cannot drift apart.
 //!
 //! The admin API is a plain HTTP/1.1 server on its own listener (loopback by default), so it
 //! keeps answering when the proxy listeners are saturated. When a token is configured, every
@@ -20,12 +24,15 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use percent_encoding::percent_decode_str;
+use serde::Serialize;
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use crate::body::{ProxyBody, full};
 use crate::metrics::{self, Metrics};
 use crate::readiness::Readiness;
-use crate::reload::{ReloadCause, ReloadHandle, SHUTTING_DOWN};
+use crate::reload::{ReloadCause, ReloadHandle, ReloadStatus, SHUTTING_DOWN};
 use crate::snapshot::Snapshot;
 use crate::upstream::BreakerForce;
 
@@ -144,14 +151,13 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Prox
             method_not_allowed("GET, HEAD")
         }
         "/config/reload" => method_not_allowed("POST"),
-        path if path.starts_with("/clusters/") && path.ends_with("/breaker") => {
-            if method == Method::POST {
-                force_breaker(state, &request)
-            } else {
-                method_not_allowed("POST")
+        path => match breaker_path(path) {
+            Some(name) if method == Method::POST => {
+                force_breaker(state, name, request.uri().query())
             }
-        }
-        _ => json_response(StatusCode::NOT_FOUND, &json!({ "error": "not found" })),
+            Some(_) => method_not_allowed("POST"),
+            None => json_response(StatusCode::NOT_FOUND, &json!({ "error": "not found" })),
+        },
     }
 }
 
@@ -165,17 +171,22 @@ fn authorized<B>(request: &Request<B>, token: &str) -> bool {
     let Some((scheme, credentials)) = value.split_at_checked(7) else {
         return false;
     };
-    scheme.eq_ignore_ascii_case(b"bearer ") && constant_time_eq(credentials, token.as_bytes())
+    // `subtle` compares in time that depends only on the lengths (a different length fails
+    // at once; the token's length is not the secret).
+    scheme.eq_ignore_ascii_case(b"bearer ") && bool::from(credentials.ct_eq(token.as_bytes()))
 }
 
-/// Equality whose running time depends only on the lengths, not on where the bytes differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    // black_box keeps the optimiser from turning the fold into an early-exit comparison.
-    std::hint::black_box(diff) == 0
+/// The body of `GET /config`.
+#[derive(Debug, Serialize)]
+pub struct ConfigView<'a> {
+    /// The serving snapshot's version.
+    pub version: u64,
+    /// Hash of the config file text it was built from.
+    pub hash: &'a str,
+    /// The validated config, defaults filled in.
+    pub config: &'a levee_config::Config,
+    /// The last reload attempts.
+    pub reload: ReloadStatus,
 }
 
 fn config(state: &AdminState) -> Response<ProxyBody> {
@@ -184,12 +195,12 @@ fn config(state: &AdminState) -> Response<ProxyBody> {
     // never part of the config. Anything secret added later must be redacted here.
     json_response(
         StatusCode::OK,
-        &json!({
-            "version": snapshot.version,
-            "hash": snapshot.hash,
-            "config": &*snapshot.config,
-            "reload": state.reload.status(),
-        }),
+        &ConfigView {
+            version: snapshot.version,
+            hash: &snapshot.hash,
+            config: &snapshot.config,
+            reload: state.reload.status(),
+        },
     )
 }
 
@@ -226,19 +237,25 @@ fn ready_detail(state: &AdminState) -> String {
     text
 }
 
+/// The cluster name in `/clusters/{name}/breaker`, still percent-encoded.
+fn breaker_path(path: &str) -> Option<&str> {
+    path.strip_prefix("/clusters/")?.strip_suffix("/breaker")
+}
+
 /// `POST /clusters/{name}/breaker?state=open|closed|auto`: forces a cluster's circuit breaker
 /// open or closed, or hands it back to its window (`auto`). The force lasts until the next
-/// `auto` (reloads keep it) and answers with the breaker's status.
-fn force_breaker<B>(state: &AdminState, request: &Request<B>) -> Response<ProxyBody> {
-    let path = request.uri().path();
-    let name = &path["/clusters/".len()..path.len() - "/breaker".len()];
-    let wanted = request
-        .uri()
-        .query()
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|pair| pair.strip_prefix("state="));
-    let force = match wanted {
+/// `auto` (reloads keep it) and answers with the breaker's status. `name` and the query are
+/// percent-decoded, so a cluster named `my cluster` is `/clusters/my%20cluster/breaker`.
+fn force_breaker(state: &AdminState, name: &str, query: Option<&str>) -> Response<ProxyBody> {
+    let Ok(name) = percent_decode_str(name).decode_utf8() else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({ "error": "the cluster name is not UTF-8 once percent-decoded" }),
+        );
+    };
+    let wanted = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find_map(|(key, value)| (key == "state").then_some(value));
+    let force = match wanted.as_deref() {
         Some("open") => Some(BreakerForce::Open),
         Some("closed") => Some(BreakerForce::Closed),
         Some("auto") => None,
@@ -250,7 +267,7 @@ fn force_breaker<B>(state: &AdminState, request: &Request<B>) -> Response<ProxyB
         }
     };
     let snapshot = state.snapshot.load();
-    let Some(cluster) = snapshot.clusters.get(name) else {
+    let Some(cluster) = snapshot.clusters.get(&*name) else {
         return json_response(
             StatusCode::NOT_FOUND,
             &json!({ "error": format!("no cluster named {name:?}") }),
@@ -311,10 +328,12 @@ fn text_response(
 
 // === status page ===
 
+/// `/`: the same views as `/config`, `/clusters` and `/plugins`, as one HTML page.
 fn status_page(state: &AdminState) -> Response<ProxyBody> {
     let snapshot = state.snapshot.load();
-    let reload = serde_json::to_value(state.reload.status()).unwrap_or_default();
+    let reload = state.reload.status();
     let clusters = snapshot.clusters_status();
+    let plugins = snapshot.plugins_status();
     let ready = match state.readiness.check() {
         Ok(()) => "ready".to_string(),
         Err(reason) => format!("not ready: {reason}"),
@@ -338,70 +357,112 @@ fn status_page(state: &AdminState) -> Response<ProxyBody> {
     );
 
     page.push_str("<h2>Last reload</h2>\n<table>\n");
-    for key in [
-        "last_attempt",
-        "last_cause",
-        "last_ok",
-        "last_error",
-        "successes",
-        "failures",
-    ] {
-        let value = reload.get(key).map(plain).unwrap_or_default();
-        let class = match (key, reload.get(key)) {
-            ("last_ok", Some(serde_json::Value::Bool(false))) | ("last_error", _)
-                if !value.is_empty() =>
-            {
-                " class=\"bad\""
-            }
-            _ => "",
+    let failed = reload.last_ok == Some(false);
+    let rows: [(&str, String, bool); 6] = [
+        (
+            "last_attempt",
+            reload
+                .last_attempt
+                .map(|t| humantime::format_rfc3339_millis(t).to_string())
+                .unwrap_or_default(),
+            false,
+        ),
+        (
+            "last_cause",
+            reload.last_cause.map(name).unwrap_or_default(),
+            false,
+        ),
+        (
+            "last_ok",
+            reload.last_ok.map(|ok| ok.to_string()).unwrap_or_default(),
+            failed,
+        ),
+        (
+            "last_error",
+            reload.last_error.clone().unwrap_or_default(),
+            true,
+        ),
+        ("successes", reload.successes.to_string(), false),
+        ("failures", reload.failures.to_string(), false),
+    ];
+    for (key, value, bad) in rows {
+        let class = if bad && !value.is_empty() {
+            " class=\"bad\""
+        } else {
+            ""
         };
         let _ = writeln!(
             page,
-            "<tr><th>{}</th><td{class}>{}</td></tr>",
-            escape(key),
+            "<tr><th>{key}</th><td{class}>{}</td></tr>",
             escape(&value)
         );
     }
     page.push_str("</table>\n<h2>Clusters</h2>\n");
 
-    let cluster_list = cluster_entries(&clusters);
-    if cluster_list.is_empty() {
+    if clusters.clusters.is_empty() {
         page.push_str("<p>No clusters.</p>\n");
     }
-    for (name, cluster) in cluster_list {
-        let _ = writeln!(page, "<h3>{}</h3>", escape(&name));
+    for cluster in &clusters.clusters {
+        let breaker = cluster.breaker.as_ref().map_or("none", |b| b.state);
+        let _ = writeln!(
+            page,
+            "<h3>{}</h3>\n<p>{}, {}, breaker {}{}, {} of {} endpoints usable.</p>",
+            escape(&cluster.name),
+            cluster.lb,
+            name(cluster.protocol),
+            breaker,
+            if cluster.panic.active {
+                ", <b class=\"bad\">in panic</b>"
+            } else {
+                ""
+            },
+            cluster.health.usable,
+            cluster.health.endpoints,
+        );
         page.push_str(
             "<table>\n<tr><th>endpoint</th><th>weight</th><th>priority</th><th>usable</th>\
-             <th>in-flight</th><th>requests</th><th>connections</th><th>EWMA latency</th></tr>\n",
+             <th>health</th><th>in-flight</th><th>requests</th><th>connections</th>\
+             <th>EWMA latency</th></tr>\n",
         );
-        let endpoints = cluster
-            .get("endpoints")
-            .and_then(|e| e.as_array())
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        for endpoint in endpoints {
-            let cell = |keys: &[&str]| {
-                keys.iter()
-                    .find_map(|key| endpoint.get(*key))
-                    .map(plain)
-                    .unwrap_or_else(|| "-".to_string())
+        for endpoint in &cluster.endpoints {
+            let usable = if endpoint.usable {
+                "<td class=\"ok\">yes</td>"
+            } else {
+                "<td class=\"bad\">no</td>"
             };
-            let ewma = endpoint
-                .get("ewma_latency_ms")
-                .and_then(serde_json::Value::as_f64)
-                .map_or_else(|| "-".to_string(), |ms| format!("{ms:.2} ms"));
             let _ = writeln!(
                 page,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                "<tr><td>{}</td><td>{}</td><td>{}</td>{usable}<td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td>{:.2} ms</td></tr>",
+                endpoint.address,
+                endpoint.weight,
+                endpoint.priority,
+                endpoint.health,
+                endpoint.in_flight,
+                endpoint.requests_total,
+                endpoint.open_connections,
+                endpoint.ewma_latency_ms,
+            );
+        }
+        page.push_str("</table>\n");
+    }
+
+    if !plugins.plugins.is_empty() {
+        page.push_str(
+            "<h2>Plugins</h2>\n<table>\n<tr><th>plugin</th><th>breaker</th><th>calls</th>\
+             <th>faults</th><th>mean latency</th><th>routes</th></tr>\n",
+        );
+        for plugin in &plugins.plugins {
+            let faults: u64 = plugin.faults.values().sum();
+            let _ = writeln!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{faults}</td><td>{:.1} µs</td>\
                  <td>{}</td></tr>",
-                escape(&cell(&["address", "endpoint"])),
-                escape(&cell(&["weight"])),
-                escape(&cell(&["priority"])),
-                escape(&cell(&["usable", "health", "state"])),
-                escape(&cell(&["in_flight", "inflight"])),
-                escape(&cell(&["requests_total"])),
-                escape(&cell(&["open_connections"])),
-                escape(&ewma),
+                escape(&plugin.name),
+                plugin.breaker,
+                plugin.calls,
+                plugin.latency_mean_us,
+                escape(&plugin.routes.join(", ")),
             );
         }
         page.push_str("</table>\n");
@@ -409,36 +470,20 @@ fn status_page(state: &AdminState) -> Response<ProxyBody> {
 
     page.push_str(
         "<h2>JSON</h2>\n<ul><li><a href=\"/config\">/config</a></li>\
-         <li><a href=\"/clusters\">/clusters</a></li><li><a href=\"/metrics\">/metrics</a></li>\
+         <li><a href=\"/clusters\">/clusters</a></li><li><a href=\"/plugins\">/plugins</a></li>\
+         <li><a href=\"/metrics\">/metrics</a></li>\
          <li><a href=\"/readyz\">/readyz</a></li><li><a href=\"/healthz\">/healthz</a></li></ul>\n\
          </body></html>\n",
     );
     text_response(StatusCode::OK, HTML, page)
 }
 
-/// The clusters in `/clusters` JSON, as (name, cluster object) pairs. Accepts a list of objects
-/// with a `name`, an object keyed by name, or either wrapped in `{"clusters": …}`.
-fn cluster_entries(value: &serde_json::Value) -> Vec<(String, &serde_json::Value)> {
-    let value = value.get("clusters").unwrap_or(value);
-    match value {
-        serde_json::Value::Array(list) => list
-            .iter()
-            .map(|cluster| {
-                let name = cluster.get("name").map(plain).unwrap_or_default();
-                (name, cluster)
-            })
-            .collect(),
-        serde_json::Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), v)).collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// A JSON value as a person reads it: strings without quotes, `null` as empty.
-fn plain(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::Null => String::new(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
+/// A value's name as its JSON shows it (a kebab-case enum, say).
+fn name<T: Serialize>(value: T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
     }
 }
 
@@ -817,9 +862,10 @@ mod tests {
         let served = reply.json();
         assert_eq!(served["clusters"][0]["endpoints"][0]["health"], "unchecked");
         assert_eq!(served["clusters"][0]["limits"]["requests"]["max"], 1024);
+        let view = admin.state.snapshot.load().clusters_status();
         assert_eq!(
             strip(served),
-            strip(admin.state.snapshot.load().clusters_status())
+            strip(serde_json::to_value(view).expect("json"))
         );
     }
 
@@ -877,11 +923,72 @@ mod tests {
         assert!(tokio::net::TcpStream::connect(admin.addr).await.is_err());
     }
 
+    #[tokio::test]
+    async fn breaker_path_names_are_percent_decoded() {
+        let admin = start(None).await;
+        // The cluster is found (it has no breaker: 409), so `%3C1%3E` became `<1>`.
+        let reply = call(
+            admin.addr,
+            Method::POST,
+            "/clusters/api%3C1%3E/breaker?state=open",
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
+        assert!(
+            reply.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("api<1>"))
+        );
+        let reply = call(
+            admin.addr,
+            Method::POST,
+            "/clusters/api%3C2%3E/breaker?state=open",
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND);
+        let reply = call(
+            admin.addr,
+            Method::POST,
+            "/clusters/api%3C1%3E/breaker?state=%20",
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn token_check_rejects_every_near_miss() {
+        let admin = start(Some("s3cret-token")).await;
+        for wrong in [
+            "",
+            "s3cret-toke",
+            "s3cret-tokenn",
+            "S3cret-token",
+            "s3cret-tokeN",
+        ] {
+            let reply = call(admin.addr, Method::GET, "/healthz", Some(wrong)).await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{wrong:?}");
+        }
+        let reply = call(admin.addr, Method::GET, "/healthz", Some("s3cret-token")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+
     #[test]
-    fn constant_time_eq_compares_whole_values() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(constant_time_eq(b"", b""));
+    fn authorized_needs_the_bearer_scheme_and_the_whole_token() {
+        let request = |value: &str| {
+            Request::builder()
+                .header(AUTHORIZATION, value)
+                .body(())
+                .expect("request")
+        };
+        assert!(authorized(&request("Bearer tok"), "tok"));
+        assert!(authorized(&request("bearer tok"), "tok"));
+        assert!(!authorized(&request("Basic tok"), "tok"));
+        assert!(!authorized(&request("Bearer to"), "tok"));
+        assert!(!authorized(&request("Bearer tokk"), "tok"));
+        assert!(!authorized(&request("Bearer"), "tok"));
+        assert!(!authorized(&Request::new(()), "tok"));
     }
 }

@@ -69,6 +69,8 @@ pub struct Gateway {
     reload: ReloadHandle,
     stop_admin: watch::Sender<bool>,
     reload_loop: tokio::task::JoinHandle<()>,
+    /// Kept to write its queued lines at shutdown ([`AccessLog::close`]).
+    access_log: AccessLog,
 }
 
 /// What the reload loop and shutdown share.
@@ -134,11 +136,10 @@ impl Gateway {
             }));
         readiness.set_config_loaded();
 
-        let proxy = Proxy::new(
-            snapshot.clone(),
-            metrics.clone(),
-            AccessLog::new(config.log.access_log),
-        );
+        let access_log = AccessLog::new(config.log.access_log);
+        let dropped = access_log.clone();
+        metrics.set_access_log_source(Box::new(move || dropped.dropped_lines()));
+        let proxy = Proxy::new(snapshot.clone(), metrics.clone(), access_log.clone());
         let listeners = ListenerSet::new(proxy, metrics.clone());
         listeners.apply(&config.listeners).await?;
         for listener in &config.listeners {
@@ -203,6 +204,7 @@ impl Gateway {
             reload,
             stop_admin,
             reload_loop,
+            access_log,
         })
     }
 
@@ -246,6 +248,9 @@ impl Gateway {
         }
         self.reload_loop.abort();
         let _ = self.stop_admin.send(true);
+        // Every request has finished or been cut off: write the access log's queued lines.
+        let access_log = self.access_log.clone();
+        let _ = tokio::task::spawn_blocking(move || access_log.close()).await;
         Ok(())
     }
 

@@ -13,11 +13,15 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -226,6 +230,8 @@ pub struct Metrics {
     pub resilience: ResilienceMetrics,
     /// Plugin counters and status.
     pub plugins: PluginMetrics,
+    /// `levee_access_log_dropped_lines_total`, read from the access log at scrape time.
+    access_log: Arc<AccessLogCollector>,
     /// Resolved request series, so `observe_request` skips the families' label hashing.
     series: RwLock<HashMap<SeriesKey, Arc<RequestSeries>, BuildHasherDefault<PtrHasher>>>,
 }
@@ -406,6 +412,9 @@ impl Default for Metrics {
             last_reload_timestamp.clone(),
         );
 
+        let access_log = Arc::new(AccessLogCollector::default());
+        registry.register_collector(Box::new(access_log.clone()));
+
         registry.register(
             "build",
             "Build information",
@@ -432,8 +441,41 @@ impl Default for Metrics {
             last_reload_timestamp,
             resilience,
             plugins,
+            access_log,
             series: RwLock::default(),
         }
+    }
+}
+
+/// Reads how many access log lines were dropped; see [`Metrics::set_access_log_source`].
+pub type AccessLogSource = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// Encodes `levee_access_log_dropped_lines_total` once a source is set.
+#[derive(Default)]
+struct AccessLogCollector {
+    source: OnceLock<AccessLogSource>,
+}
+
+impl std::fmt::Debug for AccessLogCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLogCollector")
+            .field("source", &self.source.get().is_some())
+            .finish()
+    }
+}
+
+impl Collector for AccessLogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(source) = self.source.get() else {
+            return Ok(());
+        };
+        let metric = encoder.encode_descriptor(
+            "access_log_dropped_lines",
+            "Access log lines dropped because the writer thread's queue was full",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(source()).encode(metric)
     }
 }
 
@@ -441,6 +483,12 @@ impl Metrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// Makes `levee_access_log_dropped_lines_total` read from `source`; only the first call
+    /// counts. Without a source the metric is absent.
+    pub fn set_access_log_source(&self, source: AccessLogSource) {
+        let _ = self.access_log.source.set(source);
     }
 
     /// Counts a finished request and records its latency.

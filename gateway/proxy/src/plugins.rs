@@ -7,6 +7,7 @@
 //! settings) carry over with their breaker and counters, and unchanged bytes are never compiled
 //! twice (the runtime caches by content hash).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -15,9 +16,10 @@ use bytes::Bytes;
 use levee_config::{Config, PluginIsolation, PluginOnError};
 use levee_plugin_host::{
     ClusterHealth, CounterHandle, EngineParams, HostServices, Isolation, OnError, PluginLimits,
-    PluginParams, PluginRuntime, PluginSet,
+    PluginParams, PluginRuntime, PluginSet, PluginStatus,
 };
 use levee_resilience::store::ResponseStore;
+use serde::Serialize;
 
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
@@ -34,6 +36,49 @@ pub(crate) struct GatewayServices {
     snapshot: OnceLock<Weak<ArcSwap<Snapshot>>>,
     store: Arc<ResponseStore>,
     metrics: Arc<Metrics>,
+}
+
+/// One plugin in `/plugins`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginView {
+    /// The plugin's name.
+    pub name: String,
+    /// The sha256 of its `.wasm`, lower-case hex.
+    pub version: String,
+    /// The `.wasm` file; `None` if the config no longer names the plugin.
+    pub path: Option<String>,
+    /// `fail-open`, `fail-closed` or `reload`.
+    pub on_error: Option<PluginOnError>,
+    /// `pooled` or `per-request`.
+    pub isolation: Option<PluginIsolation>,
+    /// Hook calls asked for.
+    pub calls: u64,
+    /// Faults by kind (`trap`, `deadline`, `out-of-memory`, `invalid-output`, `instantiate`).
+    pub faults: BTreeMap<&'static str, u64>,
+    /// Calls retried on a fresh instance by the `reload` policy.
+    pub reloads: u64,
+    /// Calls that ran no wasm because the breaker was open.
+    pub bypassed: u64,
+    /// The plugin breaker's state: `closed`, `open` or `half-open`.
+    pub breaker: &'static str,
+    /// How many times the breaker has opened.
+    pub breaker_opened: u64,
+    /// Mean time of the calls that ran wasm, in microseconds (0 before the first).
+    pub latency_mean_us: f64,
+    /// Instances alive now.
+    pub instances_alive: u64,
+    /// Warm instances waiting in pools now.
+    pub pooled: u64,
+    /// Instances created so far.
+    pub instantiations: u64,
+    /// Invalid header names or values the plugin returned (dropped).
+    pub invalid_output: u64,
+    /// `counter-add` calls dropped at the counter-name cap.
+    pub counters_dropped: u64,
+    /// `cache-put` calls refused for size.
+    pub cache_puts_refused: u64,
+    /// The routes that bind the plugin, in config order.
+    pub routes: Vec<String>,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -147,6 +192,50 @@ fn params(plugin: &levee_config::Plugin, max_entry_size: u64) -> PluginParams {
     };
     params.recycle_after = plugin.recycle_after;
     params
+}
+
+// === impl PluginView ===
+
+impl PluginView {
+    /// The view of the plugin `status` describes, with what `config` says of it.
+    pub(crate) fn of(status: &PluginStatus, config: &Config) -> PluginView {
+        let plugin = config.plugins.iter().find(|c| c.name == status.name);
+        let routes = config
+            .routes
+            .iter()
+            .filter(|r| r.plugins.iter().any(|rp| rp.name == status.name))
+            .map(|r| r.name.clone())
+            .collect();
+        PluginView {
+            name: status.name.clone(),
+            version: status.version.clone(),
+            path: plugin.map(|c| c.path.display().to_string()),
+            on_error: plugin.map(|c| c.on_error),
+            isolation: plugin.map(|c| c.isolation),
+            calls: status.calls,
+            faults: status
+                .faults
+                .iter()
+                .map(|(kind, n)| (kind.as_str(), *n))
+                .collect(),
+            reloads: status.reloads,
+            bypassed: status.bypassed,
+            breaker: status.breaker.as_str(),
+            breaker_opened: status.breaker_opened,
+            latency_mean_us: if status.latency_count == 0 {
+                0.0
+            } else {
+                status.latency_sum.as_secs_f64() * 1e6 / status.latency_count as f64
+            },
+            instances_alive: status.instances_alive,
+            pooled: status.pooled,
+            instantiations: status.instantiations,
+            invalid_output: status.invalid_output,
+            counters_dropped: status.counters_dropped,
+            cache_puts_refused: status.cache_puts_refused,
+            routes,
+        }
+    }
 }
 
 // === impl GatewayServices ===

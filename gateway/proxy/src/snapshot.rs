@@ -20,10 +20,12 @@ use levee_config::Config;
 use levee_plugin_host::{HeaderFilter, PluginSet};
 use levee_resilience::store::ResponseStore;
 use rustc_hash::FxHashMap;
+use serde::Serialize;
 
 use crate::metrics::Metrics;
+use crate::plugins::PluginView;
 use crate::route::Router;
-use crate::upstream::{Cluster, ClusterCommit};
+use crate::upstream::{Cluster, ClusterCommit, ClusterView};
 
 /// How long [`Prepared::resolve`] waits for the first DNS answers. A name that does not
 /// resolve in this time leaves its cluster without discovered endpoints until the next refresh,
@@ -228,76 +230,28 @@ impl Snapshot {
             .collect()
     }
 
-    /// `/plugins` JSON: `{ "plugins": [ { "name", "version", "path", "on_error", "isolation",
-    /// "calls", "faults": { kind: n }, "reloads", "bypassed", "breaker", "breaker_opened",
-    /// "latency_mean_us", "instances_alive", "pooled", "instantiations", "invalid_output",
-    /// "counters_dropped", "cache_puts_refused", "routes": [names] } ] }`.
-    pub fn plugins_status(&self) -> serde_json::Value {
-        let plugins: Vec<serde_json::Value> = self
+    /// `/plugins`: every plugin with its counters and the routes that use it, in the order
+    /// the plugin set lists them.
+    pub fn plugins_status(&self) -> PluginsView {
+        let plugins = self
             .plugins
             .status()
-            .into_iter()
-            .map(|p| {
-                let config = self.config.plugins.iter().find(|c| c.name == p.name);
-                let routes: Vec<&str> = self
-                    .config
-                    .routes
-                    .iter()
-                    .filter(|r| r.plugins.iter().any(|rp| rp.name == p.name))
-                    .map(|r| r.name.as_str())
-                    .collect();
-                let faults: serde_json::Map<String, serde_json::Value> = p
-                    .faults
-                    .iter()
-                    .map(|(kind, n)| (kind.as_str().to_owned(), (*n).into()))
-                    .collect();
-                serde_json::json!({
-                    "name": p.name,
-                    "version": p.version,
-                    "path": config.map(|c| c.path.display().to_string()),
-                    "on_error": config.map(|c| c.on_error),
-                    "isolation": config.map(|c| c.isolation),
-                    "calls": p.calls,
-                    "faults": faults,
-                    "reloads": p.reloads,
-                    "bypassed": p.bypassed,
-                    "breaker": match p.breaker {
-                        levee_plugin_host::BreakerState::Closed => "closed",
-                        levee_plugin_host::BreakerState::Open => "open",
-                        levee_plugin_host::BreakerState::HalfOpen => "half-open",
-                    },
-                    "breaker_opened": p.breaker_opened,
-                    "latency_mean_us": if p.latency_count == 0 {
-                        0.0
-                    } else {
-                        p.latency_sum.as_secs_f64() * 1e6 / p.latency_count as f64
-                    },
-                    "instances_alive": p.instances_alive,
-                    "pooled": p.pooled,
-                    "instantiations": p.instantiations,
-                    "invalid_output": p.invalid_output,
-                    "counters_dropped": p.counters_dropped,
-                    "cache_puts_refused": p.cache_puts_refused,
-                    "routes": routes,
-                })
-            })
+            .iter()
+            .map(|status| PluginView::of(status, &self.config))
             .collect();
-        serde_json::json!({ "plugins": plugins })
+        PluginsView { plugins }
     }
 
-    /// `/clusters` JSON: `{ "clusters": [ { "name", "lb", "protocol", "endpoints": [ {
-    /// "address", "weight", "priority", "usable", "in_flight", "requests_total",
-    /// "ewma_latency_ms", "open_connections", "idle_connections", "source" } ] } ] }`, clusters
-    /// in config order.
-    pub fn clusters_status(&self) -> serde_json::Value {
-        let clusters: Vec<serde_json::Value> = self
+    /// `/clusters`: every cluster with its endpoints, in config order.
+    pub fn clusters_status(&self) -> ClustersView {
+        let clusters = self
             .config
             .clusters
             .iter()
             .filter_map(|c| self.clusters.get(c.name.as_str()))
             .map(|c| c.status())
             .collect();
-        serde_json::json!({ "clusters": clusters })
+        ClustersView { clusters }
     }
 }
 
@@ -346,6 +300,20 @@ impl Prepared {
         }
         self.snapshot
     }
+}
+
+/// The body of `GET /clusters`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClustersView {
+    /// Every cluster, in config order.
+    pub clusters: Vec<ClusterView>,
+}
+
+/// The body of `GET /plugins`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginsView {
+    /// Every loaded plugin.
+    pub plugins: Vec<PluginView>,
 }
 
 /// A route plugin's `request_headers` or `response_headers` as the host's filter. The names
@@ -533,7 +501,7 @@ mod tests {
         let serving = Snapshot::build(first.clone(), 1, "a".into(), None, &ctx).expect("build");
         let guards = serving.clusters["api"].resilience();
         let before = guards.limits_status();
-        assert_eq!(before["requests"]["max"], 1024);
+        assert_eq!(before.requests.max, 1024);
 
         let mut lowered = (*first).clone();
         lowered.clusters[0].limits.max_requests = 1;
@@ -605,14 +573,14 @@ mod tests {
         let prepared = Snapshot::prepare(Arc::new(next), 2, "b".into(), Some(&serving), &ctx)
             .expect("prepare");
         let guards = serving.clusters["api"].resilience();
-        assert_eq!(guards.limits_status()["requests"]["max"], 1024);
+        assert_eq!(guards.limits_status().requests.max, 1024);
         assert!(guards.health.outlier_params().enabled);
         assert_eq!(health_addresses(&serving).len(), 2);
         assert!(health_addresses(&serving).contains(&"127.0.0.1:1002".parse().expect("address")));
 
         let committed = prepared.commit();
         // The carried-over guards are the very objects the serving snapshot uses.
-        assert_eq!(guards.limits_status()["requests"]["max"], 1);
+        assert_eq!(guards.limits_status().requests.max, 1);
         assert!(!guards.health.outlier_params().enabled);
         let addresses: Vec<SocketAddr> = ["127.0.0.1:1001", "127.0.0.1:1003"]
             .iter()
@@ -629,7 +597,7 @@ mod tests {
         let endpoint = endpoint_at(&snapshot, "127.0.0.1:1001").expect("endpoint");
         let _request = endpoint.start();
 
-        let status = snapshot.clusters_status();
+        let status = serde_json::to_value(snapshot.clusters_status()).expect("json");
 
         let cluster = &status["clusters"][0];
         assert_eq!(cluster["name"], "api");

@@ -248,6 +248,44 @@ struct TimeWindow {
     totals: Totals,
 }
 
+// === impl BreakerState ===
+
+impl BreakerState {
+    /// Every state, in the order the state gauge lists them.
+    pub const ALL: [BreakerState; 3] = [
+        BreakerState::Closed,
+        BreakerState::Open,
+        BreakerState::HalfOpen,
+    ];
+
+    /// The state's name in logs, metric labels and `/clusters`: `closed`, `open`, `half-open`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half-open",
+        }
+    }
+}
+
+impl std::fmt::Display for BreakerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === impl Forced ===
+
+impl Forced {
+    /// The force's name in `/clusters` and the admin API: `open`, `closed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forced::Open => "open",
+            Forced::Closed => "closed",
+        }
+    }
+}
+
 // === impl Breaker ===
 
 impl Breaker {

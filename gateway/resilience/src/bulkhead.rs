@@ -100,11 +100,6 @@ impl Bulkhead {
         }
     }
 
-    /// A slot for one upstream connection, or `None` (counted) when the limit is reached.
-    pub fn try_connection(self: &Arc<Self>) -> Option<Slot> {
-        self.try_acquire(Resource::Connection)
-    }
-
     /// A slot for one request waiting for a connection, or `None` (counted).
     pub fn try_pending(self: &Arc<Self>) -> Option<Slot> {
         self.try_acquire(Resource::Pending)
@@ -274,9 +269,9 @@ mod tests {
     #[test]
     fn resources_are_counted_separately() {
         let b = Arc::new(Bulkhead::new(params()));
-        let _c1 = b.try_connection().expect("connection 1");
-        let _c2 = b.try_connection().expect("connection 2");
-        assert!(b.try_connection().is_none());
+        let _c1 = b.try_acquire(Resource::Connection).expect("connection 1");
+        let _c2 = b.try_acquire(Resource::Connection).expect("connection 2");
+        assert!(b.try_acquire(Resource::Connection).is_none());
         let _p = b.try_pending().expect("pending");
         assert!(b.try_pending().is_none());
         assert!(b.try_request().is_some());

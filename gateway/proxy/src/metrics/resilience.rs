@@ -21,6 +21,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use levee_resilience::breaker::BreakerState;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -33,8 +34,8 @@ use prometheus_client::registry::Registry;
 #[derive(Debug, Clone)]
 pub struct ClusterState {
     pub name: Arc<str>,
-    /// `closed`, `open` or `half-open`; `None` without a breaker.
-    pub breaker: Option<&'static str>,
+    /// The cluster breaker's state; `None` without a breaker.
+    pub breaker: Option<BreakerState>,
     pub panic: bool,
     pub availability: f64,
     pub endpoints: Vec<EndpointState>,
@@ -353,10 +354,10 @@ impl Collector for StateCollector {
         )?;
         for c in &clusters {
             let Some(current) = c.breaker else { continue };
-            for state in ["closed", "open", "half-open"] {
+            for state in BreakerState::ALL {
                 let labels = StateLabels {
                     cluster: c.name.clone(),
-                    state,
+                    state: state.as_str(),
                 };
                 ConstGauge::new(i64::from(state == current))
                     .encode(family.encode_family(&labels)?)?;

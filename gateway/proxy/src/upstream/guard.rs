@@ -23,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::Cluster;
+use super::status::{LimitView, LimitsView};
 use crate::metrics::Metrics;
 
 /// What one try ended with, as outlier detection and the breakers see it.
@@ -439,29 +440,27 @@ impl Guards {
         breakers.lock().get(&address).map(|b| b.status())
     }
 
-    /// The limits, their use now and their overflows, for `/clusters`: `{ "connections",
-    /// "pending", "requests", "retries" }`, each `{ "max", "in_use", "overflows" }`.
-    pub(crate) fn limits_status(&self) -> serde_json::Value {
+    /// The limits, their use now and their overflows, for `/clusters`.
+    pub(crate) fn limits_status(&self) -> LimitsView {
         let counts = self.bulkhead.counts();
-        let resource = |r: levee_resilience::bulkhead::ResourceStatus| serde_json::json!({ "max": r.max, "in_use": r.in_use, "overflows": r.overflows });
         let connections = match &self.connections {
             Some(semaphore) => {
                 let max = self.limits.max_connections;
                 let free = u32::try_from(semaphore.available_permits()).unwrap_or(max);
-                serde_json::json!({
-                    "max": max,
-                    "in_use": max.saturating_sub(free),
-                    "overflows": counts.pending.overflows,
-                })
+                LimitView {
+                    max,
+                    in_use: max.saturating_sub(free),
+                    overflows: counts.pending.overflows,
+                }
             }
-            None => resource(counts.connections),
+            None => counts.connections.into(),
         };
-        serde_json::json!({
-            "connections": connections,
-            "pending": resource(counts.pending),
-            "requests": resource(counts.requests),
-            "retries": resource(counts.retries),
-        })
+        LimitsView {
+            connections,
+            pending: counts.pending.into(),
+            requests: counts.requests.into(),
+            retries: counts.retries.into(),
+        }
     }
 
     fn endpoint_breaker(&self, address: SocketAddr) -> Option<Arc<Breaker>> {
@@ -481,15 +480,13 @@ impl Guards {
         tracing::warn!(
             cluster = %self.name,
             endpoint = endpoint.as_deref().unwrap_or("none"),
-            from = state_name(t.from),
-            to = state_name(t.to),
+            from = t.from.as_str(),
+            to = t.to.as_str(),
             "circuit breaker state changed"
         );
-        self.metrics.resilience.breaker_transition(
-            &self.name,
-            endpoint.as_deref(),
-            state_name(t.to),
-        );
+        self.metrics
+            .resilience
+            .breaker_transition(&self.name, endpoint.as_deref(), t.to.as_str());
     }
 }
 
@@ -594,15 +591,6 @@ impl Refusal {
     }
 }
 
-/// The name of a breaker state in logs, metrics and `/clusters`.
-pub(crate) fn state_name(state: BreakerState) -> &'static str {
-    match state {
-        BreakerState::Closed => "closed",
-        BreakerState::Open => "open",
-        BreakerState::HalfOpen => "half-open",
-    }
-}
-
 /// The breaker parameters of a `circuit_breaker` section.
 fn breaker_params(config: &CircuitBreaker) -> BreakerParams {
     BreakerParams {
@@ -618,24 +606,4 @@ fn breaker_params(config: &CircuitBreaker) -> BreakerParams {
         max_open_duration: config.max_open_duration,
         half_open_probes: config.half_open_probes,
     }
-}
-
-/// A breaker's status as `/clusters` JSON: `{ "state", "forced", "failure_rate",
-/// "slow_call_rate", "calls", "consecutive_openings", "total_openings", "half_open_in_ms",
-/// "probes_in_flight" }`.
-pub(crate) fn breaker_json(status: &BreakerStatus) -> serde_json::Value {
-    serde_json::json!({
-        "state": state_name(status.state),
-        "forced": status.forced.map(|f| match f {
-            Forced::Open => "open",
-            Forced::Closed => "closed",
-        }),
-        "failure_rate": status.failure_rate,
-        "slow_call_rate": status.slow_call_rate,
-        "calls": status.calls,
-        "consecutive_openings": status.consecutive_openings,
-        "total_openings": status.total_openings,
-        "half_open_in_ms": status.half_open_in.map(|d| d.as_millis() as u64),
-        "probes_in_flight": status.probes_in_flight,
-    })
 }

@@ -15,9 +15,7 @@ use std::time::Duration;
 use levee_config::{HealthCheck, MinHealthy};
 use levee_resilience::backoff::jitter;
 use levee_resilience::health::{ActiveParams, ClusterHealth, Event};
-use levee_resilience::outlier::{
-    EjectReason, FailurePercentageParams, OutlierParams, SuccessRateParams,
-};
+use levee_resilience::outlier::{FailurePercentageParams, OutlierParams, SuccessRateParams};
 use rand::Rng;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -112,16 +110,6 @@ pub(crate) fn outlier_params(config: &levee_config::Cluster) -> OutlierParams {
     }
 }
 
-/// The name of an ejection reason in logs, metrics and `/clusters`.
-pub(crate) fn reason_name(reason: EjectReason) -> &'static str {
-    match reason {
-        EjectReason::Consecutive5xx => "consecutive_5xx",
-        EjectReason::ConsecutiveGatewayFailure => "consecutive_gateway_failure",
-        EjectReason::SuccessRate => "success_rate",
-        EjectReason::FailurePercentage => "failure_percentage",
-    }
-}
-
 /// Logs one health event as a structured line and counts it.
 pub(crate) fn log_event(cluster: &Arc<str>, metrics: Option<&Metrics>, event: &Event) {
     let endpoint = event.address();
@@ -139,12 +127,12 @@ pub(crate) fn log_event(cluster: &Arc<str>, metrics: Option<&Metrics>, event: &E
             ..
         } => {
             tracing::warn!(
-                %cluster, %endpoint, event = event.kind(), reason = reason_name(*reason),
+                %cluster, %endpoint, event = event.kind(), reason = reason.as_str(),
                 ejection_ms = duration.as_millis() as u64, ejection_count,
                 "endpoint ejected"
             );
             if let Some(m) = metrics {
-                m.resilience.ejected(cluster, reason_name(*reason));
+                m.resilience.ejected(cluster, reason.as_str());
             }
         }
         Event::EjectionSuppressed {
@@ -154,12 +142,11 @@ pub(crate) fn log_event(cluster: &Arc<str>, metrics: Option<&Metrics>, event: &E
             ..
         } => {
             tracing::warn!(
-                %cluster, %endpoint, event = event.kind(), reason = reason_name(*reason),
+                %cluster, %endpoint, event = event.kind(), reason = reason.as_str(),
                 usable, floor, "ejection held back by the minimum-healthy floor"
             );
             if let Some(m) = metrics {
-                m.resilience
-                    .ejection_suppressed(cluster, reason_name(*reason));
+                m.resilience.ejection_suppressed(cluster, reason.as_str());
             }
         }
         Event::Probation { .. } => {

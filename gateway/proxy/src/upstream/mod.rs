@@ -45,6 +45,10 @@ pub(crate) use self::guard::{Admission, Guards, Picked};
 pub use self::guard::{BreakerForce, ConnectionSlot, TryOutcome};
 use self::pool::EndpointPool;
 pub use self::pool::UpstreamBody;
+pub use self::status::{
+    AvailabilityView, BreakerView, ClusterView, EjectionView, EndpointView, HealthView, LevelView,
+    LimitView, LimitsView, PanicView,
+};
 pub(crate) use self::tls::TlsConfigError;
 
 /// A cluster at runtime: its endpoints (static and DNS-discovered), the load balancer over
@@ -213,10 +217,10 @@ impl Cluster {
     }
 
     /// Forces the cluster's breaker (admin API); `None` without a breaker.
-    pub fn force_breaker(&self, force: Option<BreakerForce>) -> Option<serde_json::Value> {
+    pub fn force_breaker(&self, force: Option<BreakerForce>) -> Option<BreakerView> {
         self.guards
             .force_breaker(force)
-            .map(|status| guard::breaker_json(&status))
+            .map(|status| BreakerView::from(&status))
     }
 
     /// The cluster's name.
@@ -276,9 +280,9 @@ impl Cluster {
         status::cluster_state(self)
     }
 
-    /// `/clusters` JSON for this cluster.
-    pub(crate) fn status(&self) -> serde_json::Value {
-        status::cluster(self)
+    /// This cluster's entry in `/clusters`.
+    pub fn status(&self) -> ClusterView {
+        ClusterView::of(self)
     }
 }
 

@@ -291,8 +291,7 @@ async fn reuses_one_pooled_connection_for_sequential_requests() {
     }
 
     assert_eq!(upstream.accepts(), 1);
-    let status = cluster.status();
-    assert_eq!(status["endpoints"][0]["open_connections"], 1);
+    assert_eq!(cluster.status().endpoints[0].open_connections, 1);
 }
 
 #[tokio::test]
@@ -324,11 +323,11 @@ async fn each_endpoint_has_its_own_pool() {
 
 /// Open connections to the cluster's first endpoint, once they stop changing for a moment
 /// (connection tasks end a few polls after their pool lets go of them).
-async fn settled_open_connections(cluster: &Cluster) -> serde_json::Value {
-    let mut open = cluster.status()["endpoints"][0]["open_connections"].clone();
+async fn settled_open_connections(cluster: &Cluster) -> u64 {
+    let mut open = cluster.status().endpoints[0].open_connections;
     for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let now = cluster.status()["endpoints"][0]["open_connections"].clone();
+        let now = cluster.status().endpoints[0].open_connections;
         if now == open {
             return now;
         }
@@ -354,7 +353,7 @@ async fn idle_connection_closes_after_the_idle_timeout(wire: Wire, protocol: Ups
 
     tokio::time::sleep(Duration::from_secs(16)).await;
     assert_eq!(settled_open_connections(&cluster).await, 0);
-    assert_eq!(cluster.status()["endpoints"][0]["idle_connections"], 0);
+    assert_eq!(cluster.status().endpoints[0].idle_connections, 0);
     send(&cluster, get("/", "svc")).await.expect("response");
     assert_eq!(upstream.accepts(), 2, "a new connection after it");
 }
@@ -391,7 +390,7 @@ async fn no_more_than_max_idle_connections_stay_open() {
     assert_eq!(upstream.accepts(), 3);
 
     assert_eq!(settled_open_connections(&cluster).await, 1);
-    assert_eq!(cluster.status()["endpoints"][0]["idle_connections"], 1);
+    assert_eq!(cluster.status().endpoints[0].idle_connections, 1);
 }
 
 #[tokio::test]
@@ -524,13 +523,13 @@ async fn closed_connections_are_no_longer_counted_open() {
 
     send(&cluster, req).await.expect("response");
 
-    let mut open = cluster.status()["endpoints"][0]["open_connections"].clone();
+    let mut open = cluster.status().endpoints[0].open_connections;
     for _ in 0..200 {
         if open == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        open = cluster.status()["endpoints"][0]["open_connections"].clone();
+        open = cluster.status().endpoints[0].open_connections;
     }
     assert_eq!(open, 0);
     assert_eq!(upstream.accepts(), 1);
@@ -873,8 +872,7 @@ async fn dns_discovery_finds_localhost_endpoints() {
         "{discovered:?}"
     );
     assert!(discovered.iter().all(|e| e.address().port() == port));
-    let status = cluster.status();
-    assert_eq!(status["endpoints"][0]["source"], "dns");
+    assert_eq!(cluster.status().endpoints[0].source, "dns");
 
     // ::1 may be among the answers without anyone listening there, so only IPv4 is sent to.
     let v6: Vec<SocketAddr> = discovered
@@ -945,7 +943,7 @@ async fn discovered_address_made_static_on_reload_is_listed_once() {
     let endpoints = second.endpoints();
     assert_eq!(endpoints.len(), 1);
     assert!(Arc::ptr_eq(&endpoints[0], &endpoint));
-    assert_eq!(second.status()["endpoints"][0]["source"], "static");
+    assert_eq!(second.status().endpoints[0].source, "static");
 }
 
 #[tokio::test]
