@@ -9,8 +9,8 @@
 use std::net::SocketAddr;
 
 use levee_tests::chaos::{
-    ChaosUpstream, ClusterSpec, EndpointView, Load, Mode, REQUEST_BOUND, RouteSpec, breaker_state,
-    cluster, cluster_view, config, endpoint_view, route,
+    ChaosUpstream, EndpointView, Load, Mode, REQUEST_BOUND, breaker_state, cluster, cluster_view,
+    endpoint_view, route,
 };
 use levee_tests::client::{self, Reply};
 use levee_tests::{TRIES, TestGateway, bounded, eventually};

@@ -13,8 +13,8 @@ use std::time::Duration;
 use http::{Request, StatusCode};
 use levee_tests::body::empty;
 use levee_tests::chaos::{
-    ChaosUpstream, ClusterSpec, Load, Mode, REQUEST_BOUND, RouteSpec, cluster, config,
-    endpoint_view, force_breaker, route,
+    ChaosUpstream, ClusterSpec, Load, Mode, RouteSpec, cluster, config, endpoint_view,
+    force_breaker, route,
 };
 use levee_tests::client::{self, Reply, metric_sum};
 use levee_tests::harness::CONFIG_FILE;

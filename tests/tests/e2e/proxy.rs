@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use http::{Request, StatusCode, Version};
 use levee_tests::body::{self, PatternBody, PatternCheck};
-use levee_tests::client::{self, Reply};
+use levee_tests::client;
 use levee_tests::harness::simple_config;
 use levee_tests::tcp::{self, CutServer};
 use levee_tests::websocket::WsEcho;

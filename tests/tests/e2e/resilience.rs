@@ -8,10 +8,10 @@
 use std::net::SocketAddr;
 
 use http::Request;
-use levee_tests::body::{Body, empty, full};
+use levee_tests::body::full;
 use levee_tests::chaos::{
-    ChaosUpstream, ClusterSpec, EndpointView, Mode, REQUEST_BOUND, RouteSpec, breaker_state,
-    cluster, cluster_view, config, endpoint_view, force_breaker, route,
+    ChaosUpstream, Mode, breaker_state, cluster, cluster_view, config, endpoint_view,
+    force_breaker, route,
 };
 use levee_tests::client::{self, Reply};
 use levee_tests::harness::CONFIG_FILE;
