@@ -17,6 +17,7 @@ use tokio_rustls::client::TlsStream;
 
 use crate::BoxError;
 use crate::body::{Body, empty};
+use crate::chaos::REQUEST_BOUND;
 
 /// A pooled client over plain TCP.
 pub type HttpClient = Client<HttpConnector, Body>;
@@ -80,6 +81,17 @@ pub fn h2c() -> HttpClient {
 pub async fn send(client: &HttpClient, req: Request<Body>) -> Result<Reply, BoxError> {
     let response = client.request(req).await?;
     collect(response).await
+}
+
+/// Sends `req` over a pooled HTTP/1.1 client and reads the whole response; panics, naming the
+/// request, if it fails or takes longer than [`REQUEST_BOUND`], so a hung gateway fails the
+/// test that sent the request rather than the test's overall bound.
+pub async fn send_bounded(req: Request<Body>) -> Reply {
+    let what = format!("{} {}", req.method(), req.uri());
+    tokio::time::timeout(REQUEST_BOUND, send(&http1(), req))
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung for {REQUEST_BOUND:?}"))
+        .unwrap_or_else(|e| panic!("{what} failed: {e}"))
 }
 
 /// `GET url` with an empty body.

@@ -4,9 +4,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use http::Request;
 use levee::reload::{ReloadCause, ReloadHandle};
 use levee::{Gateway, GatewayOptions};
 
+use crate::body::empty;
+use crate::chaos::{ClusterSpec, EndpointView, RouteSpec, config, endpoint_view};
+use crate::client::{self, Reply};
 use crate::tempdir::TempDir;
 
 /// The file name the harness writes configs to.
@@ -30,6 +34,15 @@ impl TestGateway {
         let dir = TempDir::new();
         dir.write(CONFIG_FILE, yaml);
         TestGateway::start_in(dir, CONFIG_FILE, true).await
+    }
+
+    /// Starts a gateway on the config [`config`] makes of `routes` and `clusters`; panics with
+    /// the config if the gateway does not start.
+    pub async fn start_specs(routes: &[RouteSpec], clusters: &[ClusterSpec]) -> TestGateway {
+        let yaml = config(routes, clusters);
+        TestGateway::start(&yaml)
+            .await
+            .unwrap_or_else(|e| panic!("gateway did not start: {e:#}\nconfig:\n{yaml}"))
     }
 
     /// Starts a gateway on `dir/file`, already written by the caller (certificates, symlinks).
@@ -64,6 +77,28 @@ impl TestGateway {
     /// The bound admin address.
     pub fn admin(&self) -> SocketAddr {
         self.gateway().admin_addr()
+    }
+
+    /// `GET path` on listener `public`, bounded as [`client::send_bounded`] is.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.get_with(path, &[]).await
+    }
+
+    /// `GET path` with extra request headers on listener `public`, bounded as
+    /// [`client::send_bounded`] is.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut request = Request::get(self.url("public", path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        client::send_bounded(request.body(empty()).expect("request")).await
+    }
+
+    /// Endpoint `addr` of `cluster` as `/clusters` shows it; panics if it is not listed.
+    pub async fn endpoint(&self, cluster: &str, addr: SocketAddr) -> EndpointView {
+        endpoint_view(self.admin(), cluster, addr)
+            .await
+            .unwrap_or_else(|| panic!("/clusters lists no {addr} in {cluster}"))
     }
 
     /// The reload handle.

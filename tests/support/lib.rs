@@ -48,6 +48,10 @@ pub async fn bounded<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
+/// How many times [`eventually`] polls for something that waits on the gateway's timers
+/// (health checks, ejections, breakers, drains): 400 polls of 50ms, 20 seconds.
+pub const TRIES: usize = 400;
+
 /// Polls `check` every 50ms until it returns true, at most `tries` times. Returns whether it did.
 pub async fn eventually<F, Fut>(tries: usize, mut check: F) -> bool
 where

@@ -26,11 +26,36 @@ use crate::gateway::{Gateway, GatewayOptions, ShutdownSignals};
 /// The demo's config. `{catalog_a}` and friends are replaced by the demo upstreams' addresses.
 const DEMO_CONFIG: &str = include_str!("demo.yaml");
 
-/// The `static-fallback` example plugin, built from `plugins/` by `build.rs`.
-const MAINTENANCE_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/static_fallback.wasm"));
+#[cfg(not(feature = "embed-demo-plugin"))]
+mod plugin;
+
+/// The `static-fallback` example plugin, embedded by `build.rs` (feature `embed-demo-plugin`).
+#[cfg(feature = "embed-demo-plugin")]
+fn maintenance_plugin() -> anyhow::Result<Vec<u8>> {
+    Ok(include_bytes!(concat!(env!("OUT_DIR"), "/static_fallback.wasm")).to_vec())
+}
+
+/// The `static-fallback` example plugin, built from the source checkout this binary was built
+/// in (a no-op for cargo once built).
+#[cfg(not(feature = "embed-demo-plugin"))]
+fn maintenance_plugin() -> anyhow::Result<Vec<u8>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // `cargo run` and `cargo test` name the cargo that built us.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("levee demo: building its Wasm fallback plugin (plugins/static-fallback)");
+    let wasm = plugin::build(&root, cargo)
+        .map_err(anyhow::Error::msg)
+        .context(
+            "building the demo's plugin from the sources; a levee built with \
+             `--features embed-demo-plugin` carries it instead",
+        )?;
+    std::fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))
+}
 
 /// Runs the demo until Ctrl-C.
 pub async fn run(port: u16, admin_port: u16) -> anyhow::Result<()> {
+    // Before the signal handlers, so that Ctrl-C stops a first, slow build at once.
+    let maintenance_plugin = tokio::task::spawn_blocking(maintenance_plugin).await??;
     let signals = ShutdownSignals::install()?;
     let catalog_a = spawn_upstream("catalog-a", Behaviour::Healthy).await?;
     let catalog_b = spawn_upstream("catalog-b", Behaviour::Healthy).await?;
@@ -46,7 +71,7 @@ pub async fn run(port: u16, admin_port: u16) -> anyhow::Result<()> {
         .replace("{flaky}", &flaky.to_string())
         .replace("{broken}", &broken.to_string());
     let plugin_path = dir.path.join("maintenance.wasm");
-    std::fs::write(&plugin_path, MAINTENANCE_PLUGIN)
+    std::fs::write(&plugin_path, maintenance_plugin)
         .with_context(|| format!("writing {}", plugin_path.display()))?;
     let config_path = dir.path.join("levee.yaml");
     std::fs::write(&config_path, config)

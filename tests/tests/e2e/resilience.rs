@@ -8,61 +8,20 @@
 use std::net::SocketAddr;
 
 use http::Request;
-use levee_tests::body::{Body, empty, full};
+use levee_tests::body::full;
 use levee_tests::chaos::{
-    ChaosUpstream, ClusterSpec, EndpointView, Mode, REQUEST_BOUND, RouteSpec, breaker_state,
-    cluster, cluster_view, config, endpoint_view, force_breaker, route,
+    ChaosUpstream, Mode, breaker_state, cluster, cluster_view, config, endpoint_view,
+    force_breaker, route,
 };
 use levee_tests::client::{self, Reply};
 use levee_tests::harness::CONFIG_FILE;
-use levee_tests::{TestGateway, bounded, eventually};
-
-/// Polls of [`eventually`] (50ms apart) allowed for one state change: 20s, for a slow machine.
-const TRIES: usize = 400;
-
-async fn start(routes: &[RouteSpec], clusters: &[ClusterSpec]) -> TestGateway {
-    let yaml = config(routes, clusters);
-    TestGateway::start(&yaml)
-        .await
-        .unwrap_or_else(|e| panic!("gateway did not start: {e:#}\nconfig:\n{yaml}"))
-}
-
-async fn send(req: Request<Body>) -> Reply {
-    let what = format!("{} {}", req.method(), req.uri());
-    tokio::time::timeout(REQUEST_BOUND, client::send(&client::http1(), req))
-        .await
-        .unwrap_or_else(|_| panic!("{what} hung for {REQUEST_BOUND:?}"))
-        .unwrap_or_else(|e| panic!("{what} failed: {e}"))
-}
-
-async fn get(gateway: &TestGateway, path: &str) -> Reply {
-    send(
-        Request::get(gateway.url("public", path))
-            .body(empty())
-            .expect("request"),
-    )
-    .await
-}
-
-async fn get_with(gateway: &TestGateway, path: &str, header: (&str, &str)) -> Reply {
-    let req = Request::get(gateway.url("public", path))
-        .header(header.0, header.1)
-        .body(empty())
-        .expect("request");
-    send(req).await
-}
+use levee_tests::{TRIES, TestGateway, bounded, eventually};
 
 async fn post(gateway: &TestGateway, path: &str) -> Reply {
     let req = Request::post(gateway.url("public", path))
         .body(full("order #1"))
         .expect("request");
-    send(req).await
-}
-
-async fn endpoint(gateway: &TestGateway, cluster: &str, addr: SocketAddr) -> EndpointView {
-    endpoint_view(gateway.admin(), cluster, addr)
-        .await
-        .unwrap_or_else(|| panic!("/clusters lists {addr} in {cluster}"))
+    client::send_bounded(req).await
 }
 
 // === limits, rate limit, faults ===
@@ -72,7 +31,7 @@ async fn requests_over_the_cluster_limit_get_503_overloaded() {
     bounded(async {
         let upstream = ChaosUpstream::start("u").await;
         upstream.hold();
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &[route("all", "/", "backend")],
             &[cluster("backend", &[upstream.addr()]).with("limits: { max_requests: 2 }")],
         )
@@ -87,7 +46,7 @@ async fn requests_over_the_cluster_limit_get_503_overloaded() {
         let both = eventually(TRIES, || async { upstream.in_flight() == 2 }).await;
         assert!(both, "two requests are held at the upstream");
 
-        let reply = get(&gateway, "/over").await;
+        let reply = gateway.get("/over").await;
         assert_eq!(reply.status, 503, "{}", reply.text());
         assert_eq!(reply.error_kind(), Some("overloaded"), "{}", reply.text());
         assert_eq!(
@@ -101,7 +60,7 @@ async fn requests_over_the_cluster_limit_get_503_overloaded() {
             let reply = task.await.expect("client task").expect("answered");
             assert_eq!(reply.status, 200, "{}", reply.text());
         }
-        let reply = get(&gateway, "/after").await;
+        let reply = gateway.get("/after").await;
         assert_eq!(
             reply.status,
             200,
@@ -117,7 +76,7 @@ async fn rate_limited_requests_get_429_with_retry_after() {
     bounded(async {
         let upstream = ChaosUpstream::start("u").await;
         // One token per 100s: the burst of two is all there is during the test.
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &[route("all", "/", "backend")
                 .with("rate_limit: { requests_per_second: 0.01, burst: 2 }")],
             &[cluster("backend", &[upstream.addr()])],
@@ -125,11 +84,11 @@ async fn rate_limited_requests_get_429_with_retry_after() {
         .await;
 
         for _ in 0..2 {
-            let reply = get(&gateway, "/x").await;
+            let reply = gateway.get("/x").await;
             assert_eq!(reply.status, 200, "{}", reply.text());
         }
         for _ in 0..3 {
-            let reply = get(&gateway, "/x").await;
+            let reply = gateway.get("/x").await;
             assert_eq!(reply.status, 429, "{}", reply.text());
             assert_eq!(reply.error_kind(), Some("rate-limited"));
             let after = reply.header("retry-after").map(str::parse::<u64>);
@@ -152,7 +111,7 @@ async fn rate_limited_requests_get_429_with_retry_after() {
 async fn rate_limit_keyed_by_header_gives_each_key_its_own_bucket() {
     bounded(async {
         let upstream = ChaosUpstream::start("u").await;
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &[route("all", "/", "backend").with(
                 "rate_limit: { requests_per_second: 0.01, burst: 1, key: { header: x-api-key } }",
             )],
@@ -161,11 +120,11 @@ async fn rate_limit_keyed_by_header_gives_each_key_its_own_bucket() {
         .await;
 
         let alice = ("x-api-key", "alice");
-        assert_eq!(get_with(&gateway, "/x", alice).await.status, 200);
-        assert_eq!(get_with(&gateway, "/x", alice).await.status, 429);
-        let bob = get_with(&gateway, "/x", ("x-api-key", "bob")).await;
+        assert_eq!(gateway.get_with("/x", &[alice]).await.status, 200);
+        assert_eq!(gateway.get_with("/x", &[alice]).await.status, 429);
+        let bob = gateway.get_with("/x", &[("x-api-key", "bob")]).await;
         assert_eq!(bob.status, 200, "bob has his own bucket: {}", bob.text());
-        assert_eq!(get_with(&gateway, "/x", alice).await.status, 429);
+        assert_eq!(gateway.get_with("/x", &[alice]).await.status, 429);
         assert_eq!(upstream.requests(), 2);
     })
     .await;
@@ -175,7 +134,7 @@ async fn rate_limit_keyed_by_header_gives_each_key_its_own_bucket() {
 async fn fault_abort_at_100_percent_answers_every_request_itself() {
     bounded(async {
         let upstream = ChaosUpstream::start("u").await;
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &[route("all", "/", "backend")
                 .with("fault: { abort: { status: 503, percent: 100% } }")],
             &[cluster("backend", &[upstream.addr()])],
@@ -183,7 +142,7 @@ async fn fault_abort_at_100_percent_answers_every_request_itself() {
         .await;
 
         for _ in 0..10 {
-            let reply = get(&gateway, "/x").await;
+            let reply = gateway.get("/x").await;
             assert_eq!(reply.status, 503, "{}", reply.text());
             assert_eq!(reply.error_kind(), Some("fault-injected"));
         }
@@ -200,7 +159,7 @@ async fn fault_abort_at_100_percent_answers_every_request_itself() {
 async fn fault_abort_by_header_only_on_routes_that_allow_it() {
     bounded(async {
         let upstream = ChaosUpstream::start("u").await;
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &[
                 route("drill", "/drill/", "backend").with("fault: { headers: true }"),
                 route("plain", "/", "backend"),
@@ -210,15 +169,15 @@ async fn fault_abort_by_header_only_on_routes_that_allow_it() {
         .await;
         let abort = ("x-levee-fault-abort", "418");
 
-        let reply = get_with(&gateway, "/drill/x", abort).await;
+        let reply = gateway.get_with("/drill/x", &[abort]).await;
         assert_eq!(reply.status, 418, "{}", reply.text());
         assert_eq!(reply.error_kind(), Some("fault-injected"));
         assert_eq!(upstream.requests(), 0);
 
-        let reply = get(&gateway, "/drill/x").await;
+        let reply = gateway.get("/drill/x").await;
         assert_eq!(reply.status, 200, "no header, no fault: {}", reply.text());
 
-        let reply = get_with(&gateway, "/plain", abort).await;
+        let reply = gateway.get_with("/plain", &[abort]).await;
         assert_eq!(
             reply.status,
             200,
@@ -242,7 +201,7 @@ async fn retry_budget_stops_retries_that_attempts_alone_would_allow() {
                  budget: {budget} }}"
             )
         };
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &[
                 // A floor far above what the test sends: every attempt is allowed.
                 route("free", "/free/", "backend")
@@ -258,7 +217,7 @@ async fn retry_budget_stops_retries_that_attempts_alone_would_allow() {
         .await;
 
         for _ in 0..10 {
-            let reply = get(&gateway, "/free/x").await;
+            let reply = gateway.get("/free/x").await;
             assert_eq!(reply.status, 503);
         }
         assert_eq!(
@@ -268,7 +227,7 @@ async fn retry_budget_stops_retries_that_attempts_alone_would_allow() {
         );
 
         for _ in 0..10 {
-            let reply = get(&gateway, "/budget/x").await;
+            let reply = gateway.get("/budget/x").await;
             assert_eq!(reply.status, 503);
         }
         let attempts = upstream.requests() - 50;
@@ -284,7 +243,7 @@ async fn retry_budget_stops_retries_that_attempts_alone_would_allow() {
 async fn post_is_not_retried_after_a_reset_but_get_is() {
     bounded(async {
         let upstream = ChaosUpstream::start_in("reset", Mode::Reset).await;
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &[route("all", "/", "backend").with(
                 "retry: { attempts: 3, on: [connect-failure, reset, timeout, 502, 503, 504], \
                  backoff: { base: 1ms, max: 2ms } }",
@@ -301,7 +260,7 @@ async fn post_is_not_retried_after_a_reset_but_get_is() {
             "the POST may have been applied: no retry"
         );
 
-        let reply = get(&gateway, "/order").await;
+        let reply = gateway.get("/order").await;
         assert_eq!(reply.status, 502, "{}", reply.text());
         assert_eq!(upstream.requests(), 4, "a GET is retried: three tries");
     })
@@ -312,7 +271,7 @@ async fn post_is_not_retried_after_a_reset_but_get_is() {
 async fn post_is_not_retried_after_a_timeout_but_get_is() {
     bounded(async {
         let upstream = ChaosUpstream::start_in("hole", Mode::BlackHole).await;
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &[route("all", "/", "backend").with("timeout: 10s").with(
                 "retry: { attempts: 3, on: [timeout], per_try_timeout: 200ms, \
                  backoff: { base: 1ms, max: 2ms } }",
@@ -329,7 +288,7 @@ async fn post_is_not_retried_after_a_timeout_but_get_is() {
             "the POST may have been applied: no retry"
         );
 
-        let reply = get(&gateway, "/order").await;
+        let reply = gateway.get("/order").await;
         assert_eq!(reply.status, 504, "{}", reply.text());
         assert_eq!(upstream.requests(), 4, "a GET is retried: three tries");
     })
@@ -342,7 +301,7 @@ async fn post_is_retried_after_a_connect_failure() {
         let dead = ChaosUpstream::start("dead").await;
         dead.kill().await;
         let alive = ChaosUpstream::start("alive").await;
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &[
                 route("retried", "/retried/", "backend").with(
                     "retry: { attempts: 3, on: [connect-failure], backoff: { base: 1ms, max: 2ms } }",
@@ -423,7 +382,7 @@ async fn reload_keeps_health_ejection_and_breaker_state_of_unchanged_endpoints()
                     .with("outlier_detection: false"),
             ]
         };
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &routes,
             &clusters(&[failing.addr(), moving.addr(), steady.addr()]),
         )
@@ -436,7 +395,7 @@ async fn reload_keeps_health_ejection_and_breaker_state_of_unchanged_endpoints()
                 .is_some_and(|e| e.ejection.is_some())
         };
         let both = eventually(TRIES, || async {
-            let _ = get(&gateway, "/p/x").await;
+            let _ = gateway.get("/p/x").await;
             ejected(failing.addr()).await && ejected(moving.addr()).await
         })
         .await;
@@ -457,7 +416,7 @@ async fn reload_keeps_health_ejection_and_breaker_state_of_unchanged_endpoints()
             cluster_view(admin, "active").await.map(|c| c.raw)
         );
         let open = eventually(TRIES, || async {
-            let _ = get(&gateway, "/b/x").await;
+            let _ = gateway.get("/b/x").await;
             breaker_state(admin, "breaker").await.as_deref() == Some("open")
         })
         .await;
@@ -466,7 +425,7 @@ async fn reload_keeps_health_ejection_and_breaker_state_of_unchanged_endpoints()
             "{:?}",
             cluster_view(admin, "breaker").await.map(|c| c.raw)
         );
-        let before = endpoint(&gateway, "passive", failing.addr()).await;
+        let before = gateway.endpoint("passive", failing.addr()).await;
 
         // A new route, and `moving` replaced by an endpoint at another address.
         let mut new_routes = routes.clone();
@@ -478,7 +437,7 @@ async fn reload_keeps_health_ejection_and_breaker_state_of_unchanged_endpoints()
         gateway.dir.write_atomic(CONFIG_FILE, &yaml);
         gateway.reload().await.expect("the new config is valid");
 
-        let after = endpoint(&gateway, "passive", failing.addr()).await;
+        let after = gateway.endpoint("passive", failing.addr()).await;
         let ejection = after.ejection.clone().unwrap_or_else(|| {
             panic!(
                 "the ejection was lost: before {:?}, after {:?}",
@@ -491,13 +450,13 @@ async fn reload_keeps_health_ejection_and_breaker_state_of_unchanged_endpoints()
             "{:?}",
             after.raw
         );
-        let fresh = endpoint(&gateway, "passive", moved.addr()).await;
+        let fresh = gateway.endpoint("passive", moved.addr()).await;
         assert!(
             fresh.ejection.is_none() && fresh.usable,
             "an endpoint at a new address starts fresh: {:?}",
             fresh.raw
         );
-        let dead_view = endpoint(&gateway, "active", dead.addr()).await;
+        let dead_view = gateway.endpoint("active", dead.addr()).await;
         assert_eq!(dead_view.health, "unhealthy", "{:?}", dead_view.raw);
         assert_eq!(
             breaker_state(admin, "breaker").await.as_deref(),
@@ -508,7 +467,7 @@ async fn reload_keeps_health_ejection_and_breaker_state_of_unchanged_endpoints()
         // And it acts on it: the still-ejected endpoint gets nothing; the breaker refuses.
         let failing_seen = failing.requests();
         for _ in 0..10 {
-            let reply = get(&gateway, "/extra/x").await;
+            let reply = gateway.get("/extra/x").await;
             assert_eq!(reply.status, 200, "{}", reply.text());
         }
         assert_eq!(
@@ -518,7 +477,7 @@ async fn reload_keeps_health_ejection_and_breaker_state_of_unchanged_endpoints()
         );
         assert!(moved.requests() > 0, "the new endpoint is in rotation");
         let broken_seen = broken.requests();
-        let reply = get(&gateway, "/b/x").await;
+        let reply = gateway.get("/b/x").await;
         assert_eq!(reply.error_kind(), Some("circuit-open"), "{}", reply.text());
         assert_eq!(broken.requests(), broken_seen);
     })
@@ -532,7 +491,7 @@ async fn admin_forces_the_breaker_open_closed_and_back_to_auto() {
     bounded(async {
         let upstream = ChaosUpstream::start("u").await;
         let other = ChaosUpstream::start("other").await;
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &[
                 route("guarded", "/g/", "guarded"),
                 route("plain", "/", "plain"),
@@ -560,7 +519,7 @@ async fn admin_forces_the_breaker_open_closed_and_back_to_auto() {
             breaker_state(admin, "guarded").await.as_deref(),
             Some("open")
         );
-        let reply = get(&gateway, "/g/x").await;
+        let reply = gateway.get("/g/x").await;
         assert_eq!(reply.status, 503, "{}", reply.text());
         assert_eq!(reply.error_kind(), Some("circuit-open"));
         assert_eq!(
@@ -574,7 +533,7 @@ async fn admin_forces_the_breaker_open_closed_and_back_to_auto() {
         assert_eq!(reply.status, 200, "{}", reply.text());
         upstream.set_mode(Mode::Failing(503));
         for _ in 0..10 {
-            let reply = get(&gateway, "/g/x").await;
+            let reply = gateway.get("/g/x").await;
             assert_eq!(reply.status, 503, "{}", reply.text());
             assert_eq!(reply.error_kind(), None, "the upstream's own answer");
         }
@@ -588,7 +547,7 @@ async fn admin_forces_the_breaker_open_closed_and_back_to_auto() {
         let reply = force_breaker(admin, "guarded", "auto").await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         let opened = eventually(TRIES, || async {
-            let _ = get(&gateway, "/g/x").await;
+            let _ = gateway.get("/g/x").await;
             breaker_state(admin, "guarded").await.as_deref() == Some("open")
         })
         .await;
@@ -604,7 +563,7 @@ async fn admin_forces_the_breaker_open_closed_and_back_to_auto() {
         );
         assert_eq!(force_breaker(admin, "plain", "open").await.status, 409);
         assert_eq!(force_breaker(admin, "nowhere", "open").await.status, 404);
-        let reply = get(&gateway, "/x").await;
+        let reply = gateway.get("/x").await;
         assert_eq!(
             reply.status, 200,
             "a cluster without a breaker is untouched"

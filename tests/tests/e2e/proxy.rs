@@ -8,18 +8,12 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use http::{Request, StatusCode, Version};
 use levee_tests::body::{self, PatternBody, PatternCheck};
-use levee_tests::client::{self, Reply};
+use levee_tests::client;
 use levee_tests::harness::simple_config;
-use levee_tests::tcp::CutServer;
+use levee_tests::tcp::{self, CutServer};
 use levee_tests::websocket::WsEcho;
-use levee_tests::{Ca, Server, TempDir, TestGateway, bounded, closed_port_addr};
+use levee_tests::{Ca, Server, TRIES, TempDir, TestGateway, bounded, closed_port_addr, eventually};
 use tokio_tungstenite::tungstenite::Message;
-
-async fn get(gateway: &TestGateway, path: &str) -> Reply {
-    client::get(&client::http1(), &gateway.url("public", path))
-        .await
-        .expect("request through the gateway")
-}
 
 /// One listener, admin, and one route per `(path_prefix, cluster body)` pair; each cluster
 /// body is the YAML under `- name: cN` (already indented by 4).
@@ -51,7 +45,7 @@ async fn forwards_http1_request_to_upstream_and_returns_its_answer() {
             .await
             .unwrap();
 
-        let reply = get(&gateway, "/hello/world?x=1").await;
+        let reply = gateway.get("/hello/world?x=1").await;
 
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
         assert_eq!(reply.header("x-upstream"), Some("one"));
@@ -228,7 +222,7 @@ async fn speaks_http2_to_upstream_when_cluster_protocol_is_http2() {
         let gateway = TestGateway::start(&yaml).await.unwrap();
 
         for _ in 0..3 {
-            let reply = get(&gateway, "/grpc-ish").await;
+            let reply = gateway.get("/grpc-ish").await;
             assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
             assert_eq!(reply.json()["version"], "HTTP/2.0");
         }
@@ -254,7 +248,7 @@ async fn verifies_upstream_tls_with_custom_ca() {
         )]);
         let gateway = TestGateway::start(&yaml).await.unwrap();
 
-        let reply = get(&gateway, "/over-tls").await;
+        let reply = gateway.get("/over-tls").await;
 
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         assert_eq!(reply.json()["uri"], "/over-tls");
@@ -280,7 +274,7 @@ async fn speaks_http2_over_tls_to_upstream_with_alpn() {
         )]);
         let gateway = TestGateway::start(&yaml).await.unwrap();
 
-        let reply = get(&gateway, "/h2-over-tls").await;
+        let reply = gateway.get("/h2-over-tls").await;
 
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         assert_eq!(reply.json()["version"], "HTTP/2.0");
@@ -296,7 +290,7 @@ async fn passes_upstream_error_statuses_through_unchanged() {
             .await
             .unwrap();
 
-        let reply = get(&gateway, "/").await;
+        let reply = gateway.get("/").await;
 
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(reply.header("x-upstream"), Some("failing"));
@@ -328,7 +322,7 @@ async fn refuses_upstream_whose_certificate_is_not_signed_by_the_configured_ca()
         )]);
         let gateway = TestGateway::start(&yaml).await.unwrap();
 
-        let reply = get(&gateway, "/over-tls").await;
+        let reply = gateway.get("/over-tls").await;
 
         assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
         assert!(reply.error_kind().is_some(), "gateway error has a kind");
@@ -345,8 +339,8 @@ async fn sets_forwarded_headers_and_request_id() {
             .await
             .unwrap();
 
-        let first = get(&gateway, "/a").await;
-        let second = get(&gateway, "/b").await;
+        let first = gateway.get("/a").await;
+        let second = gateway.get("/b").await;
 
         assert_eq!(
             first.echoed_header("x-forwarded-for").as_deref(),
@@ -443,36 +437,6 @@ async fn proxies_websocket_upgrade_and_echoes_messages() {
     .await;
 }
 
-/// Reads one HTTP/1.1 response with a `content-length` body from `tcp`; returns its head.
-async fn read_response(tcp: &mut tokio::net::TcpStream) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    let end = loop {
-        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = tcp.read(&mut buf).await.expect("read");
-        assert!(n > 0, "closed before a response head");
-        data.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&data[..end]).into_owned();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .expect("a content-length");
-    while data.len() < end + length {
-        let n = tcp.read(&mut buf).await.expect("read");
-        assert!(n > 0, "closed inside a response body");
-        data.extend_from_slice(&buf[..n]);
-    }
-    head
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_gives_back_its_buffers_then_serves_requests_and_an_upgrade() {
     use tokio::io::AsyncWriteExt;
@@ -489,13 +453,10 @@ async fn an_idle_connection_gives_back_its_buffers_then_serves_requests_and_an_u
         };
         let parked = || metric("levee_downstream_connections_parked");
         let wait_parked = |want: f64| async move {
-            for _ in 0..200 {
-                if parked().await == want {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            panic!("levee_downstream_connections_parked never reached {want}");
+            assert!(
+                eventually(TRIES, || async { parked().await == want }).await,
+                "levee_downstream_connections_parked never reached {want}"
+            );
         };
 
         let mut tcp = tokio::net::TcpStream::connect(gateway.addr("public"))
@@ -505,8 +466,8 @@ async fn an_idle_connection_gives_back_its_buffers_then_serves_requests_and_an_u
             tcp.write_all(b"GET /plain HTTP/1.1\r\nhost: test\r\n\r\n")
                 .await
                 .unwrap();
-            let head = read_response(&mut tcp).await;
-            assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {head}");
+            let response = tcp::read_response(&mut tcp).await.response();
+            assert_eq!(response.status, 200, "round {round}: {response:?}");
             // Idle, the connection gives hyper's buffers back and waits on the socket alone.
             wait_parked(1.0).await;
         }
@@ -688,13 +649,13 @@ async fn unmatched_request_gets_404_no_route_and_never_reaches_upstream() {
         let yaml = config_with_clusters(&[("/api/", endpoint(upstream.addr()))]);
         let gateway = TestGateway::start(&yaml).await.unwrap();
 
-        let reply = get(&gateway, "/other").await;
+        let reply = gateway.get("/other").await;
 
         assert_eq!(reply.status, StatusCode::NOT_FOUND);
         assert_eq!(reply.error_kind(), Some("no-route"));
         let _ = reply.json();
         assert_eq!(upstream.requests(), 0);
-        assert_eq!(get(&gateway, "/api/x").await.status, StatusCode::OK);
+        assert_eq!(gateway.get("/api/x").await.status, StatusCode::OK);
     })
     .await;
 }
@@ -706,7 +667,7 @@ async fn refused_upstream_connection_gives_502_upstream_connect_failure() {
             .await
             .unwrap();
 
-        let reply = get(&gateway, "/").await;
+        let reply = gateway.get("/").await;
 
         assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
         assert_eq!(reply.error_kind(), Some("upstream-connect-failure"));
@@ -740,7 +701,7 @@ clusters:
         );
         let gateway = TestGateway::start(&yaml).await.unwrap();
 
-        let reply = tokio::time::timeout(Duration::from_secs(30), get(&gateway, "/"))
+        let reply = tokio::time::timeout(Duration::from_secs(30), gateway.get("/"))
             .await
             .expect("the route timeout ends the request");
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use levee_tests::client::{self, admin_get, url};
+use levee_tests::plugins::rust_wasm;
 use levee_tests::{GatewayProcess, Server, TempDir, bounded, eventually, levee_bin};
 
 /// A child process that is killed and reaped when dropped, so a failing assertion never leaves
@@ -27,6 +28,9 @@ impl Drop for Demo {
 // The child is handed to the caller in a guard that reaps it; clippy cannot see that.
 #[allow(clippy::zombie_processes)]
 fn spawn_demo() -> (Demo, Arc<Mutex<Vec<String>>>, SocketAddr, SocketAddr) {
+    // The demo builds its plugin from `plugins/` at its first run; building the example plugins
+    // first (once per test process, under their lock) leaves it only cargo's no-op check.
+    rust_wasm("static-fallback");
     let mut child = Command::new(levee_bin!())
         .args(["demo", "--port", "0", "--admin-port", "0"])
         .env_remove("RUST_LOG")

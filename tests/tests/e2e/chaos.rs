@@ -9,14 +9,11 @@
 use std::net::SocketAddr;
 
 use levee_tests::chaos::{
-    ChaosUpstream, ClusterSpec, EndpointView, Load, Mode, REQUEST_BOUND, RouteSpec, breaker_state,
-    cluster, cluster_view, config, endpoint_view, route,
+    ChaosUpstream, EndpointView, Load, Mode, REQUEST_BOUND, breaker_state, cluster, cluster_view,
+    endpoint_view, route,
 };
 use levee_tests::client::{self, Reply};
-use levee_tests::{TestGateway, bounded, eventually};
-
-/// Polls of [`eventually`] (50ms apart) allowed for one state change: 20s, for a slow machine.
-const TRIES: usize = 400;
+use levee_tests::{TRIES, TestGateway, bounded, eventually};
 
 /// Retries that hide any single endpoint failure: three tries, every retriable condition, a
 /// short backoff, and a budget that never refuses (the budget has its own test).
@@ -41,27 +38,6 @@ async fn start_upstreams(names: &[&str]) -> Vec<ChaosUpstream> {
 
 fn addrs(upstreams: &[ChaosUpstream]) -> Vec<SocketAddr> {
     upstreams.iter().map(ChaosUpstream::addr).collect()
-}
-
-async fn start(routes: &[RouteSpec], clusters: &[ClusterSpec]) -> TestGateway {
-    let yaml = config(routes, clusters);
-    TestGateway::start(&yaml)
-        .await
-        .unwrap_or_else(|e| panic!("gateway did not start: {e:#}\nconfig:\n{yaml}"))
-}
-
-async fn get(gateway: &TestGateway, path: &str) -> Reply {
-    let url = gateway.url("public", path);
-    tokio::time::timeout(REQUEST_BOUND, client::get(&client::http1(), &url))
-        .await
-        .unwrap_or_else(|_| panic!("GET {path} hung for {REQUEST_BOUND:?}"))
-        .unwrap_or_else(|e| panic!("GET {path} failed: {e}"))
-}
-
-async fn endpoint(gateway: &TestGateway, cluster: &str, upstream: &ChaosUpstream) -> EndpointView {
-    endpoint_view(gateway.admin(), cluster, upstream.addr())
-        .await
-        .unwrap_or_else(|| panic!("/clusters lists {} in {cluster}", upstream.addr()))
 }
 
 /// Waits until `check` holds for endpoint `upstream` of `cluster`; panics with its last view.
@@ -111,7 +87,7 @@ async fn killed_endpoint_fails_no_request_and_health_checks_readmit_it() {
     bounded(async {
         let upstreams = start_upstreams(&["a", "b", "c"]).await;
         let victim = &upstreams[2];
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &[route("all", "/", "backend").with(RETRY_EVERYTHING)],
             &[cluster("backend", &addrs(&upstreams))
                 .with(FAST_HEALTH_CHECK)
@@ -164,7 +140,7 @@ async fn killed_endpoint_is_ejected_and_readmitted_on_probation_without_health_c
     bounded(async {
         let upstreams = start_upstreams(&["a", "b", "c"]).await;
         let victim = &upstreams[2];
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &[route("all", "/", "backend").with(RETRY_EVERYTHING)],
             &[cluster("backend", &addrs(&upstreams))
                 .with(
@@ -184,7 +160,7 @@ async fn killed_endpoint_is_ejected_and_readmitted_on_probation_without_health_c
             e.ejection.is_some() && !e.usable
         })
         .await;
-        let ejection = endpoint(&gateway, "backend", victim).await;
+        let ejection = gateway.endpoint("backend", victim.addr()).await;
         let ejected = ejection.ejection.clone().expect("ejected");
         assert!(ejected.count >= 1, "{:?}", ejection.raw);
         assert!(!ejected.reason.is_empty(), "{:?}", ejection.raw);
@@ -223,7 +199,7 @@ async fn black_hole_is_bounded_by_per_try_timeout_and_ejected() {
         let a = ChaosUpstream::start("a").await;
         let b = ChaosUpstream::start("b").await;
         let hole = ChaosUpstream::start_in("hole", Mode::BlackHole).await;
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &[route("all", "/", "backend")
                 // A route timeout beyond the client's own bound: only the per-try timeout can
                 // keep a request that met the black hole from hanging.
@@ -264,7 +240,7 @@ async fn black_hole_is_bounded_by_per_try_timeout_and_ejected() {
             e.ejection.is_some() && !e.usable
         })
         .await;
-        let view = endpoint(&gateway, "backend", &hole).await;
+        let view = gateway.endpoint("backend", hole.addr()).await;
         let ejection = view.ejection.clone().expect("ejected");
         assert!(
             ejection.reason.contains("gateway"),
@@ -276,7 +252,7 @@ async fn black_hole_is_bounded_by_per_try_timeout_and_ejected() {
         // Ejected: later requests never meet the black hole.
         let tried = hole.requests();
         for _ in 0..20 {
-            let reply = get(&gateway, "/after").await;
+            let reply = gateway.get("/after").await;
             assert_eq!(reply.status, 200, "{}", reply.text());
         }
         assert_eq!(hole.requests(), tried, "an ejected endpoint got requests");
@@ -288,7 +264,7 @@ async fn black_hole_is_bounded_by_per_try_timeout_and_ejected() {
 async fn lone_black_hole_answers_a_timeout_error_instead_of_hanging() {
     bounded(async {
         let hole = ChaosUpstream::start_in("hole", Mode::BlackHole).await;
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &[
                 // Per-try timeouts end it; the route timeout is beyond the client's bound.
                 route("per-try", "/per-try/", "backend")
@@ -305,7 +281,7 @@ async fn lone_black_hole_answers_a_timeout_error_instead_of_hanging() {
         .await;
 
         for path in ["/per-try/x", "/route/x"] {
-            let reply = get(&gateway, path).await;
+            let reply = gateway.get(path).await;
             assert_eq!(reply.status, 504, "{path}: {}", reply.text());
             let kind = reply.error_kind().unwrap_or_default();
             assert!(kind.contains("timeout"), "{path}: x-levee-error {kind:?}");
@@ -319,7 +295,7 @@ async fn lone_black_hole_answers_a_timeout_error_instead_of_hanging() {
 async fn breaker_opens_serves_fallback_caps_half_open_probes_and_closes() {
     bounded(async {
         let upstream = ChaosUpstream::start_in("u", Mode::Failing(503)).await;
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &[route("all", "/", "backend").with(
                 "fallback:\n  on: [circuit-open]\n  response:\n    status: 503\n    \
                  headers: { x-fallback: breaker, retry-after: \"7\" }\n    body: breaker fallback",
@@ -343,7 +319,7 @@ async fn breaker_opens_serves_fallback_caps_half_open_probes_and_closes() {
         );
         let mut opened = false;
         for _ in 0..50 {
-            let reply = get(&gateway, "/fail").await;
+            let reply = gateway.get("/fail").await;
             if breaker_state(admin, "backend").await.as_deref() == Some("open") {
                 opened = true;
                 break;
@@ -359,7 +335,7 @@ async fn breaker_opens_serves_fallback_caps_half_open_probes_and_closes() {
         // Open: the route's fallback answers, with the configured status, headers and body.
         let mut fallback = None;
         for _ in 0..20 {
-            let reply = get(&gateway, "/open").await;
+            let reply = gateway.get("/open").await;
             if is_fallback(&reply) {
                 fallback = Some(reply);
                 break;
@@ -428,7 +404,7 @@ async fn breaker_opens_serves_fallback_caps_half_open_probes_and_closes() {
 
         // Recovered: enough successful probes close the breaker.
         let closed = eventually(TRIES, || async {
-            let _ = get(&gateway, "/recover").await;
+            let _ = gateway.get("/recover").await;
             breaker_state(admin, "backend").await.as_deref() == Some("closed")
         })
         .await;
@@ -436,7 +412,7 @@ async fn breaker_opens_serves_fallback_caps_half_open_probes_and_closes() {
             closed,
             "the breaker never closed after the upstream recovered"
         );
-        let reply = get(&gateway, "/closed").await;
+        let reply = gateway.get("/closed").await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         assert_eq!(reply.header("x-upstream"), Some("u"));
     })
@@ -447,7 +423,7 @@ async fn breaker_opens_serves_fallback_caps_half_open_probes_and_closes() {
 async fn serve_stale_answers_with_the_last_good_copy_when_every_endpoint_is_down() {
     bounded(async {
         let upstreams = start_upstreams(&["a", "b"]).await;
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &[
                 route("items", "/item/", "backend").with(
                     "fallback:\n  stale: { max_age: 10m }\n  response:\n    status: 503\n    \
@@ -462,7 +438,7 @@ async fn serve_stale_answers_with_the_last_good_copy_when_every_endpoint_is_down
         // Each fresh answer carries a serial number, so a copy is told from a new answer.
         let mut fresh = Vec::new();
         for path in ["/item/1", "/item/2", "/raw/1"] {
-            let reply = get(&gateway, path).await;
+            let reply = gateway.get(path).await;
             assert_eq!(reply.status, 200, "{path}: {}", reply.text());
             assert_ne!(reply.header("x-levee-cache"), Some("stale"), "{path}");
             fresh.push((path, reply.body.clone()));
@@ -473,7 +449,7 @@ async fn serve_stale_answers_with_the_last_good_copy_when_every_endpoint_is_down
         }
 
         for (path, body) in &fresh {
-            let reply = get(&gateway, path).await;
+            let reply = gateway.get(path).await;
             assert_eq!(reply.status, 200, "{path}: {}", reply.text());
             assert_eq!(&reply.body, body, "{path}: the last good copy");
             assert_eq!(reply.header("x-levee-cache"), Some("stale"), "{path}");
@@ -486,13 +462,13 @@ async fn serve_stale_answers_with_the_last_good_copy_when_every_endpoint_is_down
         }
 
         // Never stored: the static response where there is one, else the gateway's error.
-        let reply = get(&gateway, "/item/never").await;
+        let reply = gateway.get("/item/never").await;
         assert_eq!(reply.status, 503, "{}", reply.text());
         assert_eq!(reply.text(), "static fallback");
         assert_eq!(reply.header("x-fallback"), Some("static"));
         assert_ne!(reply.header("x-levee-cache"), Some("stale"));
 
-        let reply = get(&gateway, "/raw/never").await;
+        let reply = gateway.get("/raw/never").await;
         assert!(
             reply.status.is_server_error() && reply.error_kind().is_some(),
             "{}: {}",
@@ -508,7 +484,7 @@ async fn flapping_endpoint_is_ejected_for_longer_each_time_without_a_storm() {
     bounded(async {
         let steady = ChaosUpstream::start("steady").await;
         let flappy = ChaosUpstream::start("flappy").await;
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &[route("all", "/", "backend")],
             &[cluster("backend", &[steady.addr(), flappy.addr()])
                 // The decay step (`interval`) is long, so the ejection count only grows here.
@@ -538,7 +514,7 @@ async fn flapping_endpoint_is_ejected_for_longer_each_time_without_a_storm() {
                 e.ejection.as_ref().is_some_and(|j| j.count >= round)
             })
             .await;
-            let view = endpoint(&gateway, "backend", &flappy).await;
+            let view = gateway.endpoint("backend", flappy.addr()).await;
             let ejection = view.ejection.clone().expect("ejected");
             assert_eq!(
                 ejection.count, round,
@@ -584,7 +560,7 @@ async fn priority_failover_moves_traffic_to_the_standby_and_back() {
     bounded(async {
         let primary = ChaosUpstream::start("primary").await;
         let standby = ChaosUpstream::start("standby").await;
-        let gateway = start(
+        let gateway = TestGateway::start_specs(
             &[route("all", "/", "backend").with(RETRY_EVERYTHING)],
             &[cluster("backend", &[primary.addr()])
                 .endpoint(standby.addr(), 1)
@@ -601,14 +577,14 @@ async fn priority_failover_moves_traffic_to_the_standby_and_back() {
 
         async fn all_from(gateway: &TestGateway, name: &str) {
             for _ in 0..20 {
-                let reply = get(gateway, "/traffic").await;
+                let reply = gateway.get("/traffic").await;
                 assert_eq!(reply.status, 200, "{}", reply.text());
                 assert_eq!(reply.header("x-upstream"), Some(name), "{}", reply.text());
             }
         }
         async fn moves_to(gateway: &TestGateway, name: &str) -> bool {
             eventually(TRIES, || async {
-                get(gateway, "/traffic").await.header("x-upstream") == Some(name)
+                gateway.get("/traffic").await.header("x-upstream") == Some(name)
             })
             .await
         }

@@ -178,11 +178,13 @@ async fn sighup_reloads_the_config() {
             .await
             .unwrap();
         let admin = gateway.admin_addr();
-        // Serving first, plus a margin for the rest of startup: the startup race has its own
-        // test below.
+        let public = client::url(gateway.listener_addr("public"), "/before-hup");
+        // A gateway in its steady state: ready, and a request answered through the listener.
+        // A signal during startup has its own test below.
         let ready = client::admin_get(admin, "/readyz").await.unwrap();
         assert_eq!(ready.status, StatusCode::OK);
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let served = client::get(&client::http1(), &public).await.unwrap();
+        assert_eq!(served.status, StatusCode::OK);
 
         gateway.signal("HUP").unwrap();
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 use http::{Request, StatusCode};
 use levee_tests::body::empty;
 use levee_tests::chaos::{
-    ChaosUpstream, ClusterSpec, Load, Mode, REQUEST_BOUND, RouteSpec, cluster, config,
-    endpoint_view, force_breaker, route,
+    ChaosUpstream, ClusterSpec, Load, Mode, RouteSpec, cluster, config, endpoint_view,
+    force_breaker, route,
 };
 use levee_tests::client::{self, Reply, metric_sum};
 use levee_tests::harness::CONFIG_FILE;
@@ -22,10 +22,10 @@ use levee_tests::plugins::{
     PluginSpec, PluginView, install, plugin, plugin_view, polyglot_wasm, route_plugins, rust_wasm,
     with_plugins,
 };
-use levee_tests::{GatewayProcess, Server, TempDir, TestGateway, bounded, eventually, levee_bin};
-
-/// Polls of [`eventually`] (50ms apart) before a wait counts as failed: 20s.
-const TRIES: usize = 400;
+use levee_tests::{
+    GatewayProcess, Server, TRIES, TempDir, TestGateway, bounded, closed_port_addr, eventually,
+    levee_bin,
+};
 
 /// The page static-fallback serves when its config gives none.
 const MAINTENANCE: &str = "We'll be right back";
@@ -72,22 +72,6 @@ fn decide(json: &str) -> String {
     route_plugins(&[("decider", json)])
 }
 
-async fn get(gateway: &TestGateway, path: &str) -> Reply {
-    get_with(gateway, path, &[]).await
-}
-
-async fn get_with(gateway: &TestGateway, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut request = Request::get(gateway.url("public", path));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request.body(empty()).expect("request");
-    tokio::time::timeout(REQUEST_BOUND, client::send(&client::http1(), request))
-        .await
-        .unwrap_or_else(|_| panic!("GET {path} hung for {REQUEST_BOUND:?}"))
-        .unwrap_or_else(|e| panic!("GET {path} failed: {e}"))
-}
-
 async fn view(gateway: &TestGateway, name: &str) -> PluginView {
     plugin_view(gateway.admin(), name)
         .await
@@ -130,10 +114,6 @@ fn echoed_failure(reply: &Reply) -> [Option<&str>; 5] {
         reply.header("x-failure-status"),
         reply.header("x-failure-circuit"),
     ]
-}
-
-fn dead() -> SocketAddr {
-    levee_tests::closed_port_addr()
 }
 
 /// Asserts that plugin `name` has faulted with `kind` at least 5 times (the breaker's
@@ -188,7 +168,7 @@ async fn tagger_tags_the_upstream_request_and_the_response() {
         )
         .await;
 
-        let reply = get(&gateway, "/x").await;
+        let reply = gateway.get("/x").await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         assert_eq!(reply.header("x-plugin-version"), Some("v7"));
         assert_eq!(
@@ -231,7 +211,7 @@ async fn a_binding_passes_its_hooks_only_the_headers_it_names() {
         .await;
         let sent = [("x-wanted", "1"), ("x-other", "2")];
 
-        let all = get_with(&gateway, "/all/", &sent).await;
+        let all = gateway.get_with("/all/", &sent).await;
         assert_eq!(all.status, StatusCode::OK, "{}", all.text());
         let request_headers = all.header("x-tagger-request-headers").unwrap_or_default();
         for name in ["x-wanted", "x-other", "x-request-id", "x-forwarded-for"] {
@@ -240,14 +220,14 @@ async fn a_binding_passes_its_hooks_only_the_headers_it_names() {
         let response_headers = all.header("x-tagger-response-headers").unwrap_or_default();
         assert!(response_headers.split(',').count() > 1, "{response_headers}");
 
-        let some = get_with(&gateway, "/some/", &sent).await;
+        let some = gateway.get_with("/some/", &sent).await;
         assert_eq!(some.status, StatusCode::OK, "{}", some.text());
         assert_eq!(some.header("x-tagger-request-headers"), Some("x-wanted"));
         assert_eq!(some.header("x-tagger-response-headers"), Some("content-length"));
         // The filter limits what the plugin sees, not what is forwarded.
         assert_eq!(some.echoed_header("x-other").as_deref(), Some("2"));
 
-        let none = get_with(&gateway, "/none/", &sent).await;
+        let none = gateway.get_with("/none/", &sent).await;
         assert_eq!(none.header("x-tagger-request-headers"), Some(""));
         assert_eq!(none.header("x-tagger-response-headers"), Some(""));
         assert_eq!(none.header("x-plugin-version"), Some("v1"));
@@ -268,7 +248,7 @@ async fn static_fallback_serves_its_page_when_the_upstream_fails_or_the_circuit_
                     .with(&route_plugins(&[("maintenance", "null")])),
             ],
             &[
-                cluster("down", &[dead()]),
+                cluster("down", &[closed_port_addr()]),
                 cluster("guarded", &[guarded.addr()])
                     .with("circuit_breaker: { open_duration: 5m }")
                     .with("outlier_detection: false"),
@@ -277,7 +257,7 @@ async fn static_fallback_serves_its_page_when_the_upstream_fails_or_the_circuit_
         )
         .await;
 
-        let reply = get(&gateway, "/down").await;
+        let reply = gateway.get("/down").await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(reply.text(), "<h1>Back soon</h1>");
         assert_eq!(reply.header("retry-after"), Some("7"));
@@ -285,11 +265,11 @@ async fn static_fallback_serves_its_page_when_the_upstream_fails_or_the_circuit_
         assert_eq!(reply.header("cache-control"), Some("no-store"));
         assert_eq!(reply.error_kind(), None, "the plugin's page, not the gateway's error");
 
-        assert_eq!(get(&gateway, "/guarded").await.status, StatusCode::OK);
+        assert_eq!(gateway.get("/guarded").await.status, StatusCode::OK);
         let forced = force_breaker(gateway.admin(), "guarded", "open").await;
         assert_eq!(forced.status, StatusCode::OK, "{}", forced.text());
         let requests = guarded.requests();
-        let reply = get(&gateway, "/guarded").await;
+        let reply = gateway.get("/guarded").await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(reply.text().contains(MAINTENANCE), "{}", reply.text());
         assert_eq!(reply.header("retry-after"), Some("30"));
@@ -316,14 +296,14 @@ async fn serve_stale_serves_the_last_good_copy_marked_when_the_upstream_fails() 
         )
         .await;
 
-        let fresh = get(&gateway, "/p/item").await;
+        let fresh = gateway.get("/p/item").await;
         assert_eq!(fresh.status, StatusCode::OK);
         assert_eq!(fresh.header("x-levee-stale"), None);
-        let fresh_host = get(&gateway, "/h/item").await;
+        let fresh_host = gateway.get("/h/item").await;
         assert_eq!(fresh_host.status, StatusCode::OK);
 
         upstream.set_mode(Mode::Failing(503));
-        let stale = get(&gateway, "/p/item").await;
+        let stale = gateway.get("/p/item").await;
         assert_eq!(stale.status, StatusCode::OK, "{}", stale.text());
         assert_eq!(stale.body, fresh.body, "the kept copy, byte for byte");
         assert_eq!(stale.header("x-levee-stale"), Some("plugin"));
@@ -331,20 +311,20 @@ async fn serve_stale_serves_the_last_good_copy_marked_when_the_upstream_fails() 
         assert!(stale.header("age").is_some());
 
         // Host mode: `serve-cached`, rebuilt by the host with every stored header.
-        let cached = get(&gateway, "/h/item").await;
+        let cached = gateway.get("/h/item").await;
         assert_eq!(cached.status, StatusCode::OK, "{}", cached.text());
         assert_eq!(cached.body, fresh_host.body);
         assert_eq!(cached.header("x-levee-cache"), Some("plugin"));
         assert_eq!(cached.header("x-upstream"), Some("origin"));
 
         // Nothing was kept for this path: the upstream's failure goes through.
-        let never = get(&gateway, "/p/never").await;
+        let never = gateway.get("/p/never").await;
         assert_eq!(never.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(never.header("x-levee-stale"), None);
 
         // A dead upstream (connect failure) is served the copy too.
         upstream.kill().await;
-        let stale = get(&gateway, "/p/item").await;
+        let stale = gateway.get("/p/item").await;
         assert_eq!(stale.status, StatusCode::OK, "{}", stale.text());
         assert_eq!(stale.body, fresh.body);
 
@@ -366,11 +346,11 @@ async fn sheds_low_priority_once_the_circuit_opens(
     cluster: &str,
     kept: &str,
 ) -> Reply {
-    let low = get_with(gateway, "/a", &[("x-priority", "low")]).await;
+    let low = gateway.get_with("/a", &[("x-priority", "low")]).await;
     assert_eq!(low.status, StatusCode::OK, "no overload, nothing shed");
 
     force_breaker(gateway.admin(), cluster, "open").await;
-    let low = get_with(gateway, "/a", &[("x-priority", "low")]).await;
+    let low = gateway.get_with("/a", &[("x-priority", "low")]).await;
     assert_eq!(
         low.status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -380,7 +360,7 @@ async fn sheds_low_priority_once_the_circuit_opens(
     assert_eq!(low.header("x-levee-shed"), Some("priority"));
     assert_eq!(low.header("retry-after"), Some("5"));
 
-    let kept = get_with(gateway, "/a", &[("x-priority", kept)]).await;
+    let kept = gateway.get_with("/a", &[("x-priority", kept)]).await;
     assert_eq!(kept.header("x-levee-shed"), None);
     assert_eq!(kept.error_kind(), Some("circuit-open"));
     low
@@ -404,7 +384,7 @@ async fn priority_shedding_sheds_low_priority_while_the_circuit_is_open() {
         .await;
 
         sheds_low_priority_once_the_circuit_opens(&gateway, "main", "HIGH").await;
-        let none = get(&gateway, "/a").await;
+        let none = gateway.get("/a").await;
         assert_eq!(
             none.header("x-levee-shed"),
             Some("priority"),
@@ -444,7 +424,7 @@ async fn priority_shedding_keeps_high_priority_flowing_at_its_in_flight_limit() 
         };
         assert!(eventually(TRIES, || async { upstream.in_flight() == 1 }).await);
 
-        let low = get_with(&gateway, "/a", &[("x-priority", "low")]).await;
+        let low = gateway.get_with("/a", &[("x-priority", "low")]).await;
         assert_eq!(low.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(low.header("x-levee-shed"), Some("priority"));
 
@@ -487,14 +467,14 @@ async fn degrade_route_sends_traffic_to_the_degraded_cluster_while_the_main_one_
         )
         .await;
 
-        let reply = get(&gateway, "/a").await;
+        let reply = gateway.get("/a").await;
         assert_eq!(reply.header("x-upstream"), Some("main"));
 
         // An open circuit: on-request routes to the degraded cluster; main sees nothing.
         force_breaker(gateway.admin(), "main", "open").await;
         let before = main.requests();
         for _ in 0..3 {
-            let reply = get(&gateway, "/a").await;
+            let reply = gateway.get("/a").await;
             assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
             assert_eq!(reply.header("x-upstream"), Some("cheap"));
         }
@@ -506,7 +486,7 @@ async fn degrade_route_sends_traffic_to_the_degraded_cluster_while_the_main_one_
         main.set_mode(Mode::Failing(503));
         let before = main.requests();
         for _ in 0..10 {
-            let reply = get(&gateway, "/a").await;
+            let reply = gateway.get("/a").await;
             assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
             assert_eq!(reply.header("x-upstream"), Some("cheap"));
         }
@@ -530,7 +510,7 @@ async fn static_fallback_in_c_serves_its_branded_page() {
         let yaml = with_plugins(
             &config(
                 &[route("shop", "/", "shop").with(&route_plugins(&[("maintenance", page)]))],
-                &[cluster("shop", &[dead()])],
+                &[cluster("shop", &[closed_port_addr()])],
             ),
             &[plugin("maintenance", "static-fallback-c.wasm")],
         );
@@ -540,7 +520,7 @@ async fn static_fallback_in_c_serves_its_branded_page() {
         )
         .await;
 
-        let reply = get(&gateway, "/cart").await;
+        let reply = gateway.get("/cart").await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(reply.header("retry-after"), Some("120"));
         assert_eq!(reply.header("x-served-by"), Some("maintenance-page"));
@@ -607,16 +587,16 @@ async fn serve_stale_in_python_serves_the_kept_copy() {
         )
         .await;
 
-        let fresh = get(&gateway, "/page").await;
+        let fresh = gateway.get("/page").await;
         assert_eq!(fresh.status, StatusCode::OK);
         upstream.set_mode(Mode::Failing(502));
-        let stale = get(&gateway, "/page").await;
+        let stale = gateway.get("/page").await;
         assert_eq!(stale.status, StatusCode::OK, "{}", stale.text());
         assert_eq!(stale.body, fresh.body);
         assert_eq!(stale.header("x-levee-stale"), Some("plugin"));
         assert_eq!(stale.header("content-type"), Some("text/plain"));
 
-        let never = get(&gateway, "/never").await;
+        let never = gateway.get("/never").await;
         assert_eq!(never.status, StatusCode::BAD_GATEWAY);
         assert_eq!(never.header("x-levee-stale"), None);
         let metrics = metrics(&gateway).await;
@@ -655,7 +635,7 @@ async fn trapping_plugin_fails_open_and_its_breaker_opens() {
         let gateway = start_bad(plugin("bad", "trap.wasm"), "trap", "null", upstream.addr()).await;
 
         for _ in 0..8 {
-            let reply = get(&gateway, "/bad/x").await;
+            let reply = gateway.get("/bad/x").await;
             assert_eq!(
                 reply.status,
                 StatusCode::OK,
@@ -663,7 +643,7 @@ async fn trapping_plugin_fails_open_and_its_breaker_opens() {
                 reply.text()
             );
             assert_eq!(reply.header("x-upstream"), Some("main"));
-            assert_eq!(get(&gateway, "/good/x").await.status, StatusCode::OK);
+            assert_eq!(gateway.get("/good/x").await.status, StatusCode::OK);
         }
 
         // Every on-request call traps (the on-response calls in between succeed): the plugin
@@ -683,10 +663,10 @@ async fn trapping_plugin_fails_closed_with_503_plugin_failed() {
         let gateway = start_bad(spec, "trap", r#"{"how": "unreachable"}"#, upstream.addr()).await;
 
         for _ in 0..7 {
-            let reply = get(&gateway, "/bad/x").await;
+            let reply = gateway.get("/bad/x").await;
             assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(reply.error_kind(), Some("plugin-failed"));
-            assert_eq!(get(&gateway, "/good/x").await.status, StatusCode::OK);
+            assert_eq!(gateway.get("/good/x").await.status, StatusCode::OK);
         }
         assert_eq!(
             upstream.requests(),
@@ -707,7 +687,7 @@ async fn trapping_plugin_with_reload_policy_is_retried_on_a_fresh_instance_and_a
         let gateway = start_bad(spec, "trap", "null", upstream.addr()).await;
 
         for _ in 0..3 {
-            let reply = get(&gateway, "/bad/x").await;
+            let reply = gateway.get("/bad/x").await;
             assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         }
         let bad = view(&gateway, "bad").await;
@@ -731,21 +711,21 @@ async fn plugin_breaker_probes_again_and_closes_after_a_good_call() {
         .await;
 
         for _ in 0..5 {
-            let reply = get_with(&gateway, "/bad/x", &[("x-trap", "1")]).await;
+            let reply = gateway.get_with("/bad/x", &[("x-trap", "1")]).await;
             assert_eq!(reply.error_kind(), Some("plugin-failed"));
         }
         assert_eq!(view(&gateway, "bad").await.breaker, "open");
         // While open, even a request the plugin would pass is refused (fail-closed, no wasm
         // runs). After the open period (1s) the next call is the probe; a good one closes it.
         let closed = eventually(TRIES, || async {
-            get(&gateway, "/bad/x").await.status == StatusCode::OK
+            gateway.get("/bad/x").await.status == StatusCode::OK
         })
         .await;
         let bad = view(&gateway, "bad").await;
         assert!(closed, "{:?}", bad.raw);
         assert_eq!(bad.breaker, "closed", "{:?}", bad.raw);
         assert_eq!(bad.faults("trap"), 5, "{:?}", bad.raw);
-        assert_eq!(get(&gateway, "/bad/x").await.status, StatusCode::OK);
+        assert_eq!(gateway.get("/bad/x").await.status, StatusCode::OK);
         gateway.shutdown().await.unwrap();
     })
     .await;
@@ -765,7 +745,7 @@ async fn trap_in_on_upstream_failure_leaves_the_declarative_fallback_or_fails_cl
                         .with(&route_plugins(&[("trap-closed", trap)]))
                         .with("fallback: { response: { status: 503, body: declarative } }"),
                 ],
-                &[cluster("down", &[dead()])],
+                &[cluster("down", &[closed_port_addr()])],
             ),
             &[
                 plugin("trap-open", "trap.wasm"),
@@ -774,10 +754,10 @@ async fn trap_in_on_upstream_failure_leaves_the_declarative_fallback_or_fails_cl
         );
         let gateway = start(&yaml, &[("trap.wasm", rust_wasm("trap"))]).await;
 
-        let open = get(&gateway, "/open").await;
+        let open = gateway.get("/open").await;
         assert_eq!(open.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(open.text(), "declarative");
-        let closed = get(&gateway, "/closed").await;
+        let closed = gateway.get("/closed").await;
         assert_eq!(closed.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(closed.error_kind(), Some("plugin-failed"));
         assert_eq!(view(&gateway, "trap-open").await.faults("trap"), 1);
@@ -822,7 +802,7 @@ async fn spinning_plugin_is_stopped_at_its_deadline_and_other_routes_keep_answer
             })
             .collect();
         for _ in 0..10 {
-            let reply = get(&gateway, "/good/x").await;
+            let reply = gateway.get("/good/x").await;
             assert_eq!(reply.status, StatusCode::OK);
         }
         for call in spinning {
@@ -834,7 +814,7 @@ async fn spinning_plugin_is_stopped_at_its_deadline_and_other_routes_keep_answer
                 reply.text()
             );
         }
-        let closed = get(&gateway, "/closed/x").await;
+        let closed = gateway.get("/closed/x").await;
         assert_eq!(closed.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(closed.error_kind(), Some("plugin-failed"));
 
@@ -846,7 +826,7 @@ async fn spinning_plugin_is_stopped_at_its_deadline_and_other_routes_keep_answer
         // Two more make five deadline overruns in a row: the breaker opens, and later calls
         // skip the plugin.
         for _ in 0..3 {
-            assert_eq!(get(&gateway, "/bad/x").await.status, StatusCode::OK);
+            assert_eq!(gateway.get("/bad/x").await.status, StatusCode::OK);
         }
         assert_breaker_open(&gateway, "spin-open", "deadline").await;
         gateway.shutdown().await.unwrap();
@@ -878,16 +858,16 @@ async fn memory_hog_is_stopped_at_its_memory_cap_and_the_gateway_keeps_answering
         let gateway = start(&yaml, &[("hog.wasm", rust_wasm("hog"))]).await;
 
         for _ in 0..3 {
-            let reply = get(&gateway, "/bad/x").await;
+            let reply = gateway.get("/bad/x").await;
             assert_eq!(
                 reply.status,
                 StatusCode::OK,
                 "fail-open proxies: {}",
                 reply.text()
             );
-            assert_eq!(get(&gateway, "/good/x").await.status, StatusCode::OK);
+            assert_eq!(gateway.get("/good/x").await.status, StatusCode::OK);
         }
-        let closed = get(&gateway, "/closed/x").await;
+        let closed = gateway.get("/closed/x").await;
         assert_eq!(closed.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(closed.error_kind(), Some("plugin-failed"));
 
@@ -988,7 +968,7 @@ async fn invalid_headers_from_a_plugin_are_dropped_and_the_rest_applies() {
         );
         let gateway = start(&yaml, &[("bad-headers.wasm", rust_wasm("bad-headers"))]).await;
 
-        let reply = get(&gateway, "/mutation").await;
+        let reply = gateway.get("/mutation").await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         assert_eq!(reply.header("x-good"), Some("yes"));
         assert_eq!(reply.header("x-bad-value"), None);
@@ -997,25 +977,25 @@ async fn invalid_headers_from_a_plugin_are_dropped_and_the_rest_applies() {
         assert_eq!(reply.echoed_header("x-bad-value"), None);
         assert_eq!(reply.echoed_header("x-injected"), None);
 
-        let reply = get(&gateway, "/respond").await;
+        let reply = gateway.get("/respond").await;
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(reply.text(), "bad-headers plugin\n");
         assert_eq!(reply.header("x-good"), Some("yes"));
         assert_eq!(reply.header("x-bad-value"), None);
         assert_eq!(reply.header("x-injected"), None);
 
-        let reply = get(&gateway, "/status-open").await;
+        let reply = gateway.get("/status-open").await;
         assert_eq!(
             reply.status,
             StatusCode::OK,
             "status 42 fails open: proxied"
         );
         assert!(reply.json()["headers"].is_object(), "the upstream's echo");
-        let reply = get(&gateway, "/status-closed").await;
+        let reply = gateway.get("/status-closed").await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(reply.error_kind(), Some("plugin-failed"));
 
-        let reply = get(&gateway, "/unknown").await;
+        let reply = gateway.get("/unknown").await;
         assert_eq!(reply.status, StatusCode::OK, "the route's cluster serves");
 
         let bad = view(&gateway, "bad").await;
@@ -1043,7 +1023,7 @@ async fn replacing_the_wasm_file_under_load_swaps_the_plugin_without_failing_a_r
                 ],
                 &[
                     cluster("main", &[upstream.addr()]).with("outlier_detection: false"),
-                    cluster("down", &[dead()]),
+                    cluster("down", &[closed_port_addr()]),
                 ],
             ),
             &[plugin("p", "p.wasm")],
@@ -1052,10 +1032,10 @@ async fn replacing_the_wasm_file_under_load_swaps_the_plugin_without_failing_a_r
         let admin = gateway.admin();
 
         assert_eq!(
-            get(&gateway, "/ok").await.header("x-plugin-version"),
+            gateway.get("/ok").await.header("x-plugin-version"),
             Some("unset")
         );
-        assert_eq!(get(&gateway, "/down").await.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(gateway.get("/down").await.status, StatusCode::BAD_GATEWAY);
         let tagger_version = view(&gateway, "p").await.version;
 
         let load = Load::new(gateway.url("public", "/ok"))
@@ -1073,8 +1053,8 @@ async fn replacing_the_wasm_file_under_load_swaps_the_plugin_without_failing_a_r
         })
         .await;
         assert!(swapped, "{:?}", view(&gateway, "p").await.raw);
-        assert_eq!(get(&gateway, "/ok").await.header("x-plugin-version"), None);
-        let down = get(&gateway, "/down").await;
+        assert_eq!(gateway.get("/ok").await.header("x-plugin-version"), None);
+        let down = gateway.get("/down").await;
         assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(down.text().contains(MAINTENANCE), "{}", down.text());
         assert!(load.wait_for(20).await);
@@ -1089,10 +1069,10 @@ async fn replacing_the_wasm_file_under_load_swaps_the_plugin_without_failing_a_r
         .await;
         assert!(back, "{:?}", view(&gateway, "p").await.raw);
         assert_eq!(
-            get(&gateway, "/ok").await.header("x-plugin-version"),
+            gateway.get("/ok").await.header("x-plugin-version"),
             Some("unset")
         );
-        assert_eq!(get(&gateway, "/down").await.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(gateway.get("/down").await.status, StatusCode::BAD_GATEWAY);
         assert!(load.wait_for(20).await);
 
         // Garbage is rejected; the tagger keeps serving.
@@ -1126,7 +1106,7 @@ async fn replacing_the_wasm_file_under_load_swaps_the_plugin_without_failing_a_r
         );
         assert_eq!(view(&gateway, "p").await.version, tagger_version);
         assert_eq!(
-            get(&gateway, "/ok").await.header("x-plugin-version"),
+            gateway.get("/ok").await.header("x-plugin-version"),
             Some("unset")
         );
         assert!(load.wait_for(20).await);
@@ -1158,7 +1138,7 @@ async fn plugin_sees_connect_failure_reset_timeout_and_upstream_5xx() {
                 route("5xx", "/5xx", "failing").with(&serve),
             ],
             &[
-                cluster("nobody", &[dead()]),
+                cluster("nobody", &[closed_port_addr()]),
                 cluster("reset", &[reset.addr()]),
                 cluster("hole", &[hole.addr()]),
                 cluster("failing", &[failing.addr()]),
@@ -1174,7 +1154,7 @@ async fn plugin_sees_connect_failure_reset_timeout_and_upstream_5xx() {
             ("/5xx", "upstream-5xx", "failing", "503"),
         ];
         for (path, kind, cluster, status) in cases {
-            let reply = get(&gateway, path).await;
+            let reply = gateway.get(path).await;
             assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text());
             assert_eq!(reply.header("x-decider"), Some("serve"), "{path}");
             assert_eq!(
@@ -1231,7 +1211,7 @@ async fn plugin_sees_circuit_open_no_healthy_endpoint_and_overloaded() {
         let admin = gateway.admin();
 
         force_breaker(admin, "guarded", "open").await;
-        let reply = get(&gateway, "/open").await;
+        let reply = gateway.get("/open").await;
         assert_eq!(
             echoed_failure(&reply),
             [
@@ -1253,7 +1233,7 @@ async fn plugin_sees_circuit_open_no_healthy_endpoint_and_overloaded() {
         })
         .await;
         assert!(unhealthy);
-        let reply = get(&gateway, "/none").await;
+        let reply = gateway.get("/none").await;
         assert_eq!(
             echoed_failure(&reply),
             [
@@ -1272,7 +1252,7 @@ async fn plugin_sees_circuit_open_no_healthy_endpoint_and_overloaded() {
         let url = gateway.url("public", "/busy");
         let held = tokio::spawn(async move { client::get(&client::http1(), &url).await });
         assert!(eventually(TRIES, || async { busy.in_flight() == 1 }).await);
-        let reply = get(&gateway, "/busy").await;
+        let reply = gateway.get("/busy").await;
         assert_eq!(
             echoed_failure(&reply),
             [
@@ -1318,15 +1298,15 @@ async fn rate_limited_requests_never_reach_the_plugin_only_the_declarative_fallb
         .await;
 
         for path in ["/fallback", "/plain"] {
-            let first = get(&gateway, path).await;
+            let first = gateway.get(path).await;
             assert_eq!(first.status, StatusCode::OK, "{path}");
             assert_eq!(first.header("x-upstream"), Some("main"));
         }
-        let reply = get(&gateway, "/fallback").await;
+        let reply = gateway.get("/fallback").await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(reply.text(), "slow down");
         assert_eq!(reply.header("x-failure-kind"), None);
-        let reply = get(&gateway, "/plain").await;
+        let reply = gateway.get("/plain").await;
         assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(reply.error_kind(), Some("rate-limited"));
         assert_eq!(reply.header("x-failure-kind"), None);
@@ -1350,15 +1330,15 @@ async fn propagate_leaves_the_failure_to_the_declarative_fallback_or_the_gateway
                     .with("fallback: { response: { status: 503, body: static page } }"),
                 route("plain", "/plain", "nobody").with(&propagate),
             ],
-            &[cluster("nobody", &[dead()])],
+            &[cluster("nobody", &[closed_port_addr()])],
             &[decider()],
         )
         .await;
 
-        let reply = get(&gateway, "/fallback").await;
+        let reply = gateway.get("/fallback").await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(reply.text(), "static page");
-        let reply = get(&gateway, "/plain").await;
+        let reply = gateway.get("/plain").await;
         assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
         assert!(
             reply
@@ -1391,7 +1371,7 @@ async fn retry_sends_once_more_to_the_named_cluster_within_the_retry_budget() {
                 route("same", "/same", "flaky").with(&decide(r#"{"decision": "retry"}"#)),
             ],
             &[
-                cluster("nobody", &[dead()]),
+                cluster("nobody", &[closed_port_addr()]),
                 cluster("backup", &[backup.addr()]),
                 cluster("flaky", &[flaky.addr()]).with("outlier_detection: false"),
             ],
@@ -1399,13 +1379,13 @@ async fn retry_sends_once_more_to_the_named_cluster_within_the_retry_budget() {
         )
         .await;
 
-        let reply = get(&gateway, "/retry").await;
+        let reply = gateway.get("/retry").await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         assert_eq!(reply.header("x-upstream"), Some("backup"));
         assert_eq!(backup.requests(), 1);
 
         // A retry budget with nothing to give refuses the plugin's retry.
-        let reply = get(&gateway, "/spent").await;
+        let reply = gateway.get("/spent").await;
         assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
         assert_eq!(backup.requests(), 1, "the refused retry sent nothing");
         let metrics_text = metrics(&gateway).await;
@@ -1421,7 +1401,7 @@ async fn retry_sends_once_more_to_the_named_cluster_within_the_retry_budget() {
 
         // Without a cluster the retry goes to the same one, once: the plugin is not asked
         // again about the second failure.
-        let reply = get(&gateway, "/same").await;
+        let reply = gateway.get("/same").await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(reply.header("x-upstream"), Some("flaky"));
         assert_eq!(flaky.requests(), 2);
@@ -1448,17 +1428,17 @@ async fn serve_cached_answers_with_the_copy_stored_under_the_key() {
             ],
             &[
                 cluster("main", &[upstream.addr()]).with("outlier_detection: false"),
-                cluster("nobody", &[dead()]),
+                cluster("nobody", &[closed_port_addr()]),
             ],
             &[decider()],
         )
         .await;
 
-        let fresh = get(&gateway, "/cached").await;
+        let fresh = gateway.get("/cached").await;
         assert_eq!(fresh.status, StatusCode::OK);
         assert_eq!(fresh.header("x-levee-cache"), None);
         upstream.set_mode(Mode::Failing(500));
-        let cached = get(&gateway, "/cached").await;
+        let cached = gateway.get("/cached").await;
         assert_eq!(cached.status, StatusCode::OK, "{}", cached.text());
         assert_eq!(cached.body, fresh.body);
         assert_eq!(cached.header("x-levee-cache"), Some("plugin"));
@@ -1466,7 +1446,7 @@ async fn serve_cached_answers_with_the_copy_stored_under_the_key() {
         assert_eq!(cached.header("content-type"), Some("text/plain"));
 
         // Nothing under the key: the failure propagates to the gateway's error.
-        let reply = get(&gateway, "/empty").await;
+        let reply = gateway.get("/empty").await;
         assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
         assert_eq!(reply.header("x-levee-cache"), None);
         gateway.shutdown().await.unwrap();
@@ -1483,7 +1463,7 @@ async fn degrade_forwards_once_to_the_degraded_cluster_outside_the_retry_budget(
                 .with(&decide(r#"{"decision": "degrade", "cluster": "cheap"}"#))
                 .with("retry: { attempts: 1, budget: { ratio: 0%, min_per_second: 0 } }")],
             &[
-                cluster("nobody", &[dead()]),
+                cluster("nobody", &[closed_port_addr()]),
                 cluster("cheap", &[cheap.addr()]),
             ],
             &[decider()],
@@ -1491,7 +1471,7 @@ async fn degrade_forwards_once_to_the_degraded_cluster_outside_the_retry_budget(
         .await;
 
         for _ in 0..3 {
-            let reply = get(&gateway, "/a").await;
+            let reply = gateway.get("/a").await;
             assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
             assert_eq!(reply.header("x-upstream"), Some("cheap"));
         }
@@ -1510,16 +1490,16 @@ async fn shed_refuses_with_the_plugins_status_and_retry_after() {
                 route("shed-429", "/429", "nobody")
                     .with(&decide(r#"{"decision": "shed", "status": 429}"#)),
             ],
-            &[cluster("nobody", &[dead()])],
+            &[cluster("nobody", &[closed_port_addr()])],
             &[decider()],
         )
         .await;
 
-        let reply = get(&gateway, "/shed").await;
+        let reply = gateway.get("/shed").await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(reply.error_kind(), Some("shed"));
         assert!(reply.header("retry-after").is_some());
-        let reply = get(&gateway, "/429").await;
+        let reply = gateway.get("/429").await;
         assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(reply.error_kind(), Some("shed"));
         assert!(reply.header("retry-after").is_some());

@@ -129,10 +129,11 @@ async fn keeps_serving_during_the_drain_delay() {
             .unwrap();
         let admin = gateway.admin_addr();
         let url = client::url(gateway.listener_addr("public"), "/during-drain");
-        // Serving first, plus a margin for the rest of startup: the startup race has its own
-        // test.
+        // A gateway in its steady state: ready, and a request answered through the listener.
+        // A signal during startup has its own test.
         assert_eq!(readyz(admin).await, Some(StatusCode::OK));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = client::get(&client::http1(), &url).await.unwrap();
+        assert_eq!(before.status, StatusCode::OK);
 
         gateway.signal("TERM").unwrap();
         let not_ready = eventually(400, || async {
