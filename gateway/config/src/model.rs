@@ -671,6 +671,24 @@ mod humantime_serde_compat {
     }
 }
 
+// === impl FailureKind ===
+
+impl FailureKind {
+    /// The name the config file (`fallback.on`) and the plugin interface use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::ConnectFailure => "connect-failure",
+            FailureKind::Reset => "reset",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Upstream5xx => "upstream-5xx",
+            FailureKind::CircuitOpen => "circuit-open",
+            FailureKind::NoHealthyEndpoint => "no-healthy-endpoint",
+            FailureKind::Overloaded => "overloaded",
+            FailureKind::RateLimited => "rate-limited",
+        }
+    }
+}
+
 // === impl LbPolicy ===
 
 impl LbPolicy {

@@ -16,8 +16,8 @@ async fn plugin_retries_against_a_failing_cluster_stay_within_the_budget_ratio()
     // Every request fails with 503 at once and the plugin asks for a retry of each; a budget
     // of retries *in flight* let nearly all of them through, since fast failures are never
     // in flight for long.
-    const CLIENTS: usize = 8;
-    const REQUESTS: usize = 30;
+    const CLIENTS: usize = 16;
+    const REQUESTS: usize = 20;
     bounded(async {
         let failing = ChaosUpstream::start_in("failing", Mode::Failing(503)).await;
         let retry = route_plugins(&[("decider", r#"{"decision": "retry"}"#)]);

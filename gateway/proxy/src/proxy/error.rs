@@ -266,20 +266,6 @@ impl ProxyError {
     }
 }
 
-/// The config (and WIT) name of a failure kind, as in `fallback.on`.
-pub fn failure_kind_name(kind: FailureKind) -> &'static str {
-    match kind {
-        FailureKind::ConnectFailure => "connect-failure",
-        FailureKind::Reset => "reset",
-        FailureKind::Timeout => "timeout",
-        FailureKind::Upstream5xx => "upstream-5xx",
-        FailureKind::CircuitOpen => "circuit-open",
-        FailureKind::NoHealthyEndpoint => "no-healthy-endpoint",
-        FailureKind::Overloaded => "overloaded",
-        FailureKind::RateLimited => "rate-limited",
-    }
-}
-
 /// Builds a JSON error response; the single formatter of gateway error bodies.
 pub(crate) fn error_response(
     status: StatusCode,

@@ -162,7 +162,7 @@ async fn handle(
             Ok(hooks::OnFailure::Respond(response, served_by)) => {
                 metrics.resilience.fallback_served(
                     &routed.route.name,
-                    error::failure_kind_name(failure.0),
+                    failure.0.as_str(),
                     served_by,
                 );
                 return routed

@@ -13,7 +13,7 @@ use levee_plugin_host::Hook;
 use tokio::time::Instant;
 
 use super::answer::Answer;
-use super::error::{self, ProxyError};
+use super::error::ProxyError;
 use super::forward::Forwarded;
 use super::hooks::{self, OnFailure};
 use super::prepare::Prepared;
@@ -140,7 +140,7 @@ impl<'s> Routed<'s> {
             metrics.fallback_missed(&self.route.name);
             return None;
         };
-        metrics.fallback_served(&self.route.name, error::failure_kind_name(kind), served_by);
+        metrics.fallback_served(&self.route.name, kind.as_str(), served_by);
         Some(self.answer(response).served_by(served_by))
     }
 
