@@ -50,7 +50,8 @@ pub struct RequestRecord<'a> {
     pub path: &'a str,
     /// The HTTP version downstream.
     pub version: http::Version,
-    /// Status sent downstream (0 if the connection broke before a status was sent).
+    /// Status sent downstream; 499 (nginx's "client closed request", never sent) when the client
+    /// went away before the response head.
     pub status: u16,
     /// Time from arrival to the end of the response body.
     pub duration: Duration,

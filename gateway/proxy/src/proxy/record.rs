@@ -71,7 +71,7 @@ pin_project! {
 /// What is known of a request when it arrives. The record is built from this and the
 /// [`Answer`] when the response body ends; a request whose future is dropped before it has an
 /// answer (the client went away while the gateway waited) is recorded from this alone, with
-/// status 0 and the route it had reached.
+/// status [`CLIENT_CLOSED_REQUEST`] and the route and endpoint it had reached.
 #[derive(Debug)]
 pub(crate) struct Arrival {
     inner: Arc<Inner>,
@@ -259,12 +259,16 @@ impl Arrival {
     }
 }
 
+/// The status recorded for a request whose client went away before its response head: nginx's
+/// 499, which operators already read as "client closed request". It is never sent.
+pub(crate) const CLIENT_CLOSED_REQUEST: u16 = 499;
+
 impl Drop for Arrival {
     fn drop(&mut self) {
         if !self.recorded {
             self.emit(
                 None,
-                0,
+                CLIENT_CLOSED_REQUEST,
                 Outcome {
                     bytes_out: 0,
                     broke: Some("downstream-reset"),

@@ -783,7 +783,7 @@ async fn client_leaving_before_the_response_head_is_recorded_as_downstream_reset
     drop(client);
 
     let line = &log.wait_for(1).await[0];
-    assert_eq!(line["status"], 0);
+    assert_eq!(line["status"], 499);
     assert_eq!(line["error"], "downstream-reset");
     assert_eq!(line["route"], "app");
     assert_eq!(line["endpoint"], addr.to_string());
