@@ -157,7 +157,12 @@ async fn handle(
         && policy.has_hook(Hook::OnUpstreamFailure)
     {
         match routed.on_failure(&mut prepared, &forwarded, failure, tries, arrival) {
-            Err(e) => return routed.failed(e, arrival).after(&forwarded, tries),
+            Err(e) => {
+                return routed
+                    .failed(e, arrival)
+                    .after(&forwarded, tries)
+                    .with_body(&prepared.body);
+            }
             Ok(hooks::OnFailure::Propagate) => {}
             Ok(hooks::OnFailure::Respond(response, served_by)) => {
                 metrics.resilience.fallback_served(
@@ -168,6 +173,7 @@ async fn handle(
                 return routed
                     .answer(response)
                     .after(&forwarded, tries)
+                    .with_body(&prepared.body)
                     .served_by(served_by)
                     .with_error(forwarded.error_kind());
             }

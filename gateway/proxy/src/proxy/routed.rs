@@ -235,6 +235,7 @@ impl<'s> Routed<'s> {
         {
             return answer
                 .after(&forwarded, tries)
+                .with_body(&prepared.body)
                 .with_error(forwarded.error_kind());
         }
         let mut response = match forwarded.result {
