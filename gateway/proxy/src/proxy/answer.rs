@@ -139,11 +139,6 @@ impl Forwarded {
             Ok(_) => None,
         }
     }
-
-    /// Gives back what the last try held: its response will not be sent.
-    pub(crate) fn release(&mut self) {
-        self.held = Held::default();
-    }
 }
 
 /// The response as the gateway's body type. A 200 to a GET on a route with serve-stale is

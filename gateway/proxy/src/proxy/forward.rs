@@ -134,7 +134,7 @@ pub(crate) async fn send(
             Some(per_try) => deadline.min(Instant::now() + per_try),
             None => deadline,
         };
-        let mut last = match Attempt::start(cluster, req.hash, &tried, try_deadline).await {
+        let last = match Attempt::start(cluster, req.hash, &tried, try_deadline).await {
             Ok(attempt) => {
                 tried.push(attempt.endpoint());
                 arrival.trying(attempt.endpoint());
@@ -175,15 +175,14 @@ pub(crate) async fn send(
         if Instant::now() + wait >= deadline {
             return forwarded(last, tries);
         }
-        // The failed try gives back its places now: a retry that waited for its own
-        // connection slot would wait until its deadline. Its response stays, to answer
-        // with if the retry is refused.
-        last.held = Held::default();
-        tokio::time::sleep(wait).await;
+        // Admitted before the backoff, as Envoy schedules a retry: a refusal answers with the
+        // failed try, which still holds its places. Once admitted, the failed try (its
+        // response, its connection, its slots) is dropped before the retry waits for its own.
         if !retries.admit(cluster) {
             return forwarded(last, tries);
         }
         drop(last);
+        tokio::time::sleep(wait).await;
     }
 }
 

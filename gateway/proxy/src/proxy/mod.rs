@@ -178,12 +178,14 @@ async fn handle(
                     .with_error(forwarded.error_kind());
             }
             Ok(hooks::OnFailure::Resend(resend)) => {
-                let next =
-                    routed.resend(&mut prepared, &mut forwarded, resend, &mut retries, arrival);
-                if let Some(next) = next.await {
-                    tries += next.tries;
-                    forwarded = next;
-                }
+                let resent = routed.resend(&mut prepared, forwarded, resend, &mut retries, arrival);
+                forwarded = match resent.await {
+                    Ok(next) => {
+                        tries += next.tries;
+                        next
+                    }
+                    Err(previous) => previous,
+                };
             }
         }
     }

@@ -177,46 +177,45 @@ impl<'s> Routed<'s> {
     }
 
     /// Carries out a plugin's `retry` or `degrade`: the request once more (with the route's
-    /// retries inside), to the cluster it names or the same one, after its delay. `None` when
-    /// it cannot be done: the body already streamed, the cluster does not exist, the delay
-    /// passes the route timeout, or (`retry`) [`Retries`] refuses it.
+    /// retries inside), to the cluster it names or the same one, after its delay. `Err` gives
+    /// `previous` back when it cannot be done: the body already streamed, the cluster does not
+    /// exist, the delay passes the route timeout, or (`retry`) [`Retries`] refuses it.
     pub(crate) async fn resend(
         &self,
         prepared: &mut Prepared,
-        previous: &mut Forwarded,
+        previous: Forwarded,
         resend: hooks::Resend,
         retries: &mut Retries<'_>,
         arrival: &Arrival,
-    ) -> Option<Forwarded> {
+    ) -> Result<Forwarded, Forwarded> {
         let route = &self.route.name;
         if !prepared.request.body.can_replay() {
             tracing::debug!(%route, "a plugin asked to send again, but the body streamed");
-            return None;
+            return Err(previous);
         }
         let target = match resend.cluster {
             Some(name) => match self.snapshot.clusters.get(name.as_str()) {
                 Some(cluster) => cluster.clone(),
                 None => {
                     tracing::warn!(%route, cluster = name, "a plugin named a cluster that does not exist");
-                    return None;
+                    return Err(previous);
                 }
             },
             None => prepared.cluster.clone(),
         };
         if Instant::now() + resend.delay >= self.deadline {
-            return None;
+            return Err(previous);
         }
-        // The failed pass gives back its places before the next one waits for its own.
-        previous.release();
-        tokio::time::sleep(resend.delay).await;
         if resend.is_retry && !retries.admit(&target) {
-            return None;
+            return Err(previous);
         }
-        Some(
-            prepared
-                .forward(&target, self.deadline, retries, arrival)
-                .await,
-        )
+        // The failed pass (its response, connection and slots) goes before the next one
+        // waits for its own.
+        drop(previous);
+        tokio::time::sleep(resend.delay).await;
+        Ok(prepared
+            .forward(&target, self.deadline, retries, arrival)
+            .await)
     }
 
     /// The last stage before the answer: the route's fallback for a failed pass, else the
