@@ -227,10 +227,9 @@ impl<'c> Attempt<'c> {
     ) -> Result<Attempt<'c>, ProxyError> {
         let guards = cluster.resilience();
         let admission = guards.admit().map_err(|r| r.into_error(cluster.name()))?;
-        let picked = match guards.pick(cluster, hash, tried) {
-            Ok(picked) => picked,
-            Err(refusal) => return Err(refusal.into_error(cluster.name())),
-        };
+        let picked = guards
+            .pick(cluster, hash, tried)
+            .map_err(|r| r.into_error(cluster.name()))?;
         match guards.connection_slot(deadline).await {
             Ok(connection) => Ok(Attempt {
                 cluster,
@@ -251,8 +250,9 @@ impl<'c> Attempt<'c> {
     }
 
     /// Sends `req` within `deadline` and ends the try. The outcome feeds the endpoint's
-    /// outlier detection, the breakers and the EWMA, unless the request body failed on the
-    /// client's side: then the answer is the client's error, and nothing is recorded.
+    /// outlier detection, the breakers and the peak-EWMA latency, unless the request body
+    /// failed on the client's side: then the answer is the client's error, and nothing is
+    /// recorded.
     async fn send(self, req: Request<ProxyBody>, deadline: Instant, body: &BodyStats) -> Tried {
         let Attempt {
             cluster,
@@ -269,7 +269,6 @@ impl<'c> Attempt<'c> {
         let timed_out = result.is_err();
         let (result, outcome) = match result {
             Ok(Ok(response)) => {
-                in_flight.finish(latency);
                 let outcome = TryOutcome::Status(response.status().as_u16());
                 (Ok(response), Some(outcome))
             }
@@ -278,14 +277,10 @@ impl<'c> Attempt<'c> {
                 let outcome = error.outcome();
                 (Err(error), outcome)
             }
-            Err(_elapsed) => {
-                // A timeout is a latency observation too: it keeps a stalled endpoint from
-                // looking fast to peak-EWMA.
-                in_flight.finish(latency);
-                (Err(ProxyError::UpstreamTimeout), Some(TryOutcome::Timeout))
-            }
+            Err(_elapsed) => (Err(ProxyError::UpstreamTimeout), Some(TryOutcome::Timeout)),
         };
-        // Whatever the client saw, a body that failed on the downstream side decides.
+        // Whatever the upstream client reported, a body that failed on the downstream side
+        // decides, and the try then says nothing about the endpoint.
         let (result, outcome) = match result {
             Err(e) => match body.downstream_error(timed_out) {
                 Some(downstream) => (Err(downstream), None),
@@ -293,6 +288,11 @@ impl<'c> Attempt<'c> {
             },
             ok => (ok, outcome),
         };
+        // A response head is a latency observation, and so is a timeout: it keeps a stalled
+        // endpoint from looking fast to peak-EWMA. A slow upload's timeout is the client's.
+        if let Some(TryOutcome::Status(_) | TryOutcome::Timeout) = outcome {
+            in_flight.finish(latency);
+        }
         let request = match outcome {
             Some(outcome) => guards.observe(picked, admission, outcome, latency),
             None => guards.release(picked, admission),

@@ -191,14 +191,20 @@ async fn gateway(config: cfg::Config) -> SocketAddr {
 
 /// Like [`gateway`], with this access log.
 async fn gateway_logged(config: cfg::Config, access_log: AccessLog) -> SocketAddr {
+    gateway_serving(config, access_log).await.0
+}
+
+/// Like [`gateway_logged`], also returning the snapshot it serves, for tests that look at the
+/// clusters' state.
+async fn gateway_serving(
+    config: cfg::Config,
+    access_log: AccessLog,
+) -> (SocketAddr, Arc<ArcSwap<Snapshot>>) {
     let metrics = Metrics::new();
     let ctx = BuildContext::new(metrics.clone());
     let snapshot = Snapshot::build(Arc::new(config), 1, "test".into(), None, &ctx).expect("build");
-    let proxy = Proxy::new(
-        Arc::new(ArcSwap::from_pointee(snapshot)),
-        metrics,
-        access_log,
-    );
+    let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+    let proxy = Proxy::new(snapshot.clone(), metrics, access_log);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -224,7 +230,7 @@ async fn gateway_logged(config: cfg::Config, access_log: AccessLog) -> SocketAdd
             });
         }
     });
-    addr
+    (addr, snapshot)
 }
 
 /// A gateway with one route (host `app.test`) to one HTTP/1.1 endpoint.
@@ -902,7 +908,7 @@ async fn broken_request_bodies_never_open_the_breaker_or_eject_an_endpoint() {
     });
     cluster.circuit_breaker = Some(touchy_breaker());
     cluster.outlier_detection.consecutive_gateway_failure = Some(2);
-    let gw = gateway(config).await;
+    let (gw, snapshot) = gateway_serving(config, AccessLog::new(false)).await;
 
     let broken_chunked = "POST /api/a HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
     let too_long_chunked = "POST /api/a HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n0123456789abcdef0123456789abcdef\r\n0\r\n\r\n";
@@ -936,6 +942,10 @@ async fn broken_request_bodies_never_open_the_breaker_or_eject_an_endpoint() {
         assert!(head.contains("x-levee-error: request-timeout"), "{head}");
     }
 
+    // Nor did a slow upload's timeout make an endpoint look slow to peak-EWMA.
+    for endpoint in snapshot.load().clusters["backend"].endpoints() {
+        assert_eq!(endpoint.ewma_latency(), Duration::ZERO, "{endpoint:?}");
+    }
     // Had any of those counted, the breaker would be open (503) or an endpoint ejected.
     let [to_a, to_b] = spread(gw, [&hits_a, &hits_b]).await;
     assert!(
