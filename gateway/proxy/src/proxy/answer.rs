@@ -82,21 +82,25 @@ impl Answer {
         self
     }
 
+    /// Where the exchange went: the cluster and endpoint of its last try, the tries sent, and
+    /// the request body's counts.
     pub(crate) fn on(
         mut self,
         cluster: &Arc<str>,
         endpoint: Option<SocketAddr>,
         tries: u32,
+        body: &Arc<BodyStats>,
     ) -> Answer {
         self.cluster = Some(Arc::clone(cluster));
         self.endpoint = endpoint;
         self.tries = tries;
+        self.body = Some(Arc::clone(body));
         self
     }
 
-    /// Where the forwarding that this answer replaces went.
-    pub(crate) fn after(self, forwarded: &Forwarded, tries: u32) -> Answer {
-        self.on(&forwarded.cluster, forwarded.endpoint, tries)
+    /// [`Answer::on`] where the forwarding pass that this answer replaces went.
+    pub(crate) fn after(self, forwarded: &Forwarded, tries: u32, body: &Arc<BodyStats>) -> Answer {
+        self.on(&forwarded.cluster, forwarded.endpoint, tries, body)
     }
 
     pub(crate) fn served_by(mut self, served_by: &'static str) -> Answer {
@@ -106,11 +110,6 @@ impl Answer {
 
     pub(crate) fn with_error(mut self, kind: Option<&'static str>) -> Answer {
         self.error = kind;
-        self
-    }
-
-    pub(crate) fn with_body(mut self, body: &Arc<BodyStats>) -> Answer {
-        self.body = Some(Arc::clone(body));
         self
     }
 

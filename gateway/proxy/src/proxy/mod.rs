@@ -160,8 +160,7 @@ async fn handle(
             Err(e) => {
                 return routed
                     .failed(e, arrival)
-                    .after(&forwarded, tries)
-                    .with_body(&prepared.body);
+                    .after(&forwarded, tries, &prepared.body);
             }
             Ok(hooks::OnFailure::Propagate) => {}
             Ok(hooks::OnFailure::Respond(response, served_by)) => {
@@ -172,8 +171,7 @@ async fn handle(
                 );
                 return routed
                     .answer(response)
-                    .after(&forwarded, tries)
-                    .with_body(&prepared.body)
+                    .after(&forwarded, tries, &prepared.body)
                     .served_by(served_by)
                     .with_error(forwarded.error_kind());
             }

@@ -233,17 +233,22 @@ impl<'s> Routed<'s> {
             && let Some(answer) = self.fallback(kind)
         {
             return answer
-                .after(&forwarded, tries)
-                .with_body(&prepared.body)
+                .after(&forwarded, tries, &prepared.body)
                 .with_error(forwarded.error_kind());
         }
-        let mut response = match forwarded.result {
+        let Forwarded {
+            result,
+            cluster,
+            endpoint,
+            held,
+            ..
+        } = forwarded;
+        let mut response = match result {
             Ok(response) => response,
             Err(e) => {
                 return Answer::error(e, arrival.request_id())
                     .on_route(self.route)
-                    .on(&forwarded.cluster, forwarded.endpoint, tries)
-                    .with_body(&prepared.body);
+                    .on(&cluster, endpoint, tries, &prepared.body);
             }
         };
         let policy = &self.route.policy;
@@ -257,14 +262,12 @@ impl<'s> Routed<'s> {
                 Err(e) => {
                     return Answer::error(e, arrival.request_id())
                         .on_route(self.route)
-                        .on(&forwarded.cluster, forwarded.endpoint, tries)
-                        .with_body(&prepared.body);
+                        .on(&cluster, endpoint, tries, &prepared.body);
                 }
                 Ok((Some(replacement), _)) => {
                     return self
                         .answer(replacement)
-                        .on(&forwarded.cluster, forwarded.endpoint, tries)
-                        .with_body(&prepared.body)
+                        .on(&cluster, endpoint, tries, &prepared.body)
                         .served_by("plugin");
                 }
                 Ok((None, asked)) => stores = asked,
@@ -273,8 +276,7 @@ impl<'s> Routed<'s> {
         let stale_key = self.stale_key.clone();
         let response = super::answer::boxed(response, stale_key, stores, self.snapshot);
         self.answer(response)
-            .on(&forwarded.cluster, forwarded.endpoint, tries)
-            .with_body(&prepared.body)
-            .holding(forwarded.held, retries.into_slot())
+            .on(&cluster, endpoint, tries, &prepared.body)
+            .holding(held, retries.into_slot())
     }
 }
