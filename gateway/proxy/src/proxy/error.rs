@@ -11,10 +11,8 @@ use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
-use levee_config::FailureKind;
+use levee_config::{FailureKind, RetryOn};
 use serde::Serialize;
-
-use levee_config::RetryOn;
 
 use crate::upstream::{TryOutcome, UpstreamError};
 

@@ -3,9 +3,10 @@
 //!
 //! One checker task runs per cluster while the cluster serves: a reload's commit stops it and
 //! starts the next snapshot's cluster's own (the health state itself carries over), and
-//! dropping the cluster stops it too. A reload that fails never starts one. Each round it follows the cluster's current endpoints (DNS may change them),
-//! runs the checks that are due, at most one in flight per endpoint, and ticks the detector,
-//! which ends ejections and runs the rate-based detectors.
+//! dropping the cluster stops it too. A reload that fails never starts one. Each round it
+//! follows the cluster's current endpoints (DNS may change them), runs the checks that are
+//! due, at most one in flight per endpoint, and ticks the detector, which ends ejections and
+//! runs the rate-based detectors.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
