@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The client connection preface.
@@ -249,7 +249,7 @@ pub enum Read {
 }
 
 /// Reads one frame, waiting at most `timeout`.
-pub async fn next_frame(tcp: &mut TcpStream, timeout: Duration) -> Read {
+pub async fn next_frame<R: AsyncRead + Unpin>(tcp: &mut R, timeout: Duration) -> Read {
     let read = async {
         let mut header = [0u8; 9];
         tcp.read_exact(&mut header).await.ok()?;
@@ -271,7 +271,7 @@ pub async fn next_frame(tcp: &mut TcpStream, timeout: Duration) -> Read {
 }
 
 /// Reads one frame; `None` if the connection closed or nothing came within `timeout`.
-pub async fn read_frame(tcp: &mut TcpStream, timeout: Duration) -> Option<Frame> {
+pub async fn read_frame<R: AsyncRead + Unpin>(tcp: &mut R, timeout: Duration) -> Option<Frame> {
     match next_frame(tcp, timeout).await {
         Read::Frame(frame) => Some(frame),
         Read::Closed | Read::Quiet => None,
@@ -295,7 +295,7 @@ impl Ending {
 }
 
 /// Reads frames until the server closes the connection or sends nothing for `quiet`.
-pub async fn read_until_closed(tcp: &mut TcpStream, quiet: Duration) -> Ending {
+pub async fn read_until_closed<R: AsyncRead + Unpin>(tcp: &mut R, quiet: Duration) -> Ending {
     let mut frames = Vec::new();
     loop {
         match next_frame(tcp, quiet).await {
