@@ -566,9 +566,9 @@ async fn h2_rapid_reset_is_cut_off_with_enhance_your_calm() {
     .await;
 }
 
-/// Writes HEADERS without END_HEADERS and then CONTINUATION frames carrying `piece` each, up
-/// to `total` bytes, while reading; returns how the connection ended and how many bytes went
-/// out before the gateway stopped reading or closed.
+/// Writes HEADERS without END_HEADERS and then up to `frames` CONTINUATION frames carrying
+/// `piece` each, while reading; returns how the connection ended and how many CONTINUATION
+/// frames went out before the gateway closed or stopped reading.
 async fn continuation_flood(
     addr: SocketAddr,
     piece: Vec<u8>,
