@@ -3,7 +3,8 @@
 # Usage: gateway/bench/run.sh [--duration 10s] [--connections 50] [--out FILE] [...]
 # (`gateway/bench/run.sh --help` lists every option.)
 # The resilience scenarios: gateway/bench/run.sh resilience [...] and gateway/bench/run.sh chaos [...];
-# the plugin scenario: gateway/bench/run.sh plugins [...] (needs the example plugins built).
+# the plugin scenario: gateway/bench/run.sh plugins [...] (needs the example plugins built);
+# the soak: gateway/bench/run.sh soak [...] (10 minutes; needs the tagger plugin built).
 set -eu
 cd "$(dirname "$0")/../.."
 
@@ -11,6 +12,7 @@ case "${1:-}" in
   resilience) tools="wrk taskset" ;;
   chaos) tools="taskset" ;;
   plugins) tools="wrk taskset" ;;
+  soak) tools="taskset" ;;
   *) tools="wrk h2load nginx taskset prlimit" ;;
 esac
 for tool in $tools; do

@@ -23,6 +23,7 @@ mod reload;
 mod report;
 mod resilience;
 mod run;
+mod soak;
 mod targets;
 mod upstream;
 mod watch;
@@ -62,6 +63,10 @@ enum Command {
     /// per-request, `on-request` only, `on-request` only with no headers) vs none, and a failing
     /// request answered by a plugin vs the static fallback.
     Plugins(PluginArgs),
+    /// Soak: mixed HTTP/1.1 and HTTP/2 load for a long time (10 minutes by default) with
+    /// reloads, plugin swaps, upstream kills and hostile clients; reports the gateway's memory
+    /// and open file descriptors, and the requests lost.
+    Soak(SoakArgs),
 }
 
 /// Options shared by the resilience scenarios.
@@ -160,6 +165,49 @@ pub(crate) struct PluginArgs {
     pub(crate) failing_rounds: u32,
 }
 
+/// Options of `levee-bench soak`.
+#[derive(Debug, Args)]
+pub(crate) struct SoakArgs {
+    #[command(flatten)]
+    pub(crate) scenario: ScenarioArgs,
+    /// Length of the soak.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub(crate) duration: Duration,
+    /// HTTP/1.1 client connections, one request in flight each.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) h1_connections: usize,
+    /// HTTP/2 (h2c) client connections.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) h2_connections: usize,
+    /// Requests in flight on each HTTP/2 connection.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) h2_streams: usize,
+    /// How often the config is swapped (between two that bind the plugin differently) and
+    /// reloaded.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub(crate) reload_every: Duration,
+    /// How often an upstream is killed (the next of three in turn).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub(crate) kill_every: Duration,
+    /// How long a killed upstream stays down before it is restarted on the same port.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub(crate) down_for: Duration,
+    /// How often a hostile client starts (slowloris, broken chunked body, HTTP/2 rapid reset,
+    /// in turn).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub(crate) hostile_every: Duration,
+    /// Time a normal request is allowed before it counts as lost.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub(crate) request_timeout: Duration,
+    /// Directory holding `tagger.wasm`. Default: `target/plugins/wasm32-wasip2/release` of
+    /// this workspace.
+    #[arg(long)]
+    pub(crate) plugins_dir: Option<PathBuf>,
+    /// Also write the report as JSON (with the per-second samples) to this file.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+}
+
 /// Options of a benchmark run.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
@@ -212,6 +260,7 @@ fn main() -> ExitCode {
         Some(Command::Resilience(args)) => resilience::run(&args),
         Some(Command::Chaos(args)) => chaos::run(&args),
         Some(Command::Plugins(args)) => plugins::run(&args),
+        Some(Command::Soak(args)) => soak::run(&args),
         None => run::run(&cli.bench),
     };
     match result {

@@ -249,7 +249,7 @@ pub(crate) fn default_levee() -> PathBuf {
 }
 
 /// A port that was free a moment ago (nginx cannot listen on port 0 and report it).
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
 }

@@ -12,6 +12,7 @@ mod cli;
 mod clusters;
 mod config_errors;
 mod examples;
+mod hostile;
 mod listener;
 mod plugins;
 mod proxy;
