@@ -320,4 +320,48 @@ mod tests {
             }
         }
     }
+
+    /// Every path of up to six characters over an alphabet that makes dot segments, escapes
+    /// and repeated slashes: what the fuzz target checks, exhaustively on small inputs.
+    #[test]
+    fn every_short_path_normalises_to_a_normal_form() {
+        const ALPHABET: &[u8] = b"/.%2eFa";
+        let mut paths = vec![String::from("/")];
+        let mut checked = 0;
+        for _ in 0..6 {
+            let mut longer = Vec::new();
+            for path in &paths {
+                for &c in ALPHABET {
+                    let mut next = path.clone();
+                    next.push(char::from(c));
+                    longer.push(next);
+                }
+            }
+            for path in &longer {
+                for options in [KEEP, MERGE] {
+                    let Ok(normal) = normalize(path, options) else {
+                        continue;
+                    };
+                    checked += 1;
+                    assert!(normal.starts_with('/'), "{path} -> {normal}");
+                    assert!(
+                        normal.split('/').all(|s| s != "." && s != ".."),
+                        "{path} -> {normal}"
+                    );
+                    assert!(!options.merge_slashes || !normal.contains("//"), "{path}");
+                    for reserved in ['/', '%'] {
+                        let count = |s: &str| s.matches(reserved).count();
+                        assert!(count(&normal) <= count(path), "{path} -> {normal}");
+                    }
+                    let again = normalize(&normal, options);
+                    assert!(
+                        matches!(again, Ok(Cow::Borrowed(p)) if p == normal),
+                        "{path} -> {normal} -> {again:?}"
+                    );
+                }
+            }
+            paths = longer;
+        }
+        assert!(checked > 100_000, "{checked}");
+    }
 }
