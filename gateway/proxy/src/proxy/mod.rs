@@ -204,6 +204,10 @@ fn normalize_path<B>(
     req: &mut Request<B>,
     config: levee_config::PathNormalization,
 ) -> Result<(), ProxyError> {
+    if req.method() == http::Method::CONNECT {
+        // Authority-form (`host:port`) has no path; the route stage refuses CONNECT with 405.
+        return Ok(());
+    }
     let options = path::Options {
         merge_slashes: config.merge_slashes,
     };
