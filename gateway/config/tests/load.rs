@@ -746,6 +746,29 @@ fn route_to_a_cluster_with_errors_reports_only_the_cluster_error() {
 }
 
 #[test]
+fn path_normalization_defaults_and_its_errors_name_file_line_and_key() {
+    let config = ok("listeners:\n  - name: public\n    address: 127.0.0.1:8080\n");
+    assert_eq!(
+        config.listeners[0].path_normalization,
+        PathNormalization {
+            merge_slashes: true,
+            action: PathAction::Normalize,
+        }
+    );
+
+    let text = "listeners:\n  - name: public\n    address: 127.0.0.1:8080\n    path_normalization:\n      merge_slashes: false\n      action: drop\n";
+    let e = errors(text);
+    assert_error(
+        text,
+        &e,
+        "listeners[0].path_normalization.action",
+        "action: drop",
+        "unknown variant `drop`",
+    );
+    assert_eq!(e.0.len(), 1, "{e}");
+}
+
+#[test]
 fn duplicate_names_are_errors_at_the_second_name() {
     let text = "listeners:\n  - name: public\n    address: 127.0.0.1:8080\n  - name: public\n    address: 127.0.0.1:8081\n\
                 routes:\n  - { name: r, cluster: c }\n  - { name: r, cluster: c }\n\
