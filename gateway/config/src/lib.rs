@@ -19,6 +19,11 @@ use std::path::Path;
 pub use error::{Error, Errors};
 pub use model::*;
 
+/// Largest config file accepted, in bytes: 4 MiB. Real configs are a few KiB; the bound keeps
+/// a wrong or hostile file from being read whole. Callers that read the file should read at
+/// most one byte more than this, so the check here sees it is too large.
+pub const MAX_FILE_BYTES: usize = 4 << 20;
+
 /// A config file's text and where it came from.
 #[derive(Debug, Clone, Copy)]
 pub struct Source<'a> {
@@ -78,7 +83,19 @@ pub fn load(source: &Source<'_>, fs: &dyn FileSystem) -> Result<Config, Errors> 
     let absolute = std::path::absolute(source.path).unwrap_or_else(|_| file.clone());
     let base_dir = absolute.parent().unwrap_or(Path::new("")).to_path_buf();
 
-    let (issues, locations, config) = match tree::parse(source.text) {
+    let parsed = if source.text.len() > MAX_FILE_BYTES {
+        Err(tree::Issue {
+            key: String::new(),
+            at: Some((1, 1)),
+            message: format!(
+                "the file is larger than {} MiB; a config is far smaller",
+                MAX_FILE_BYTES >> 20
+            ),
+        })
+    } else {
+        tree::parse(source.text)
+    };
+    let (issues, locations, config) = match parsed {
         Err(issue) => (vec![issue], tree::Locations::default(), None),
         Ok(tree) => {
             let (config, mut issues) = validate::check(tree.root, &base_dir, fs);
@@ -124,4 +141,45 @@ pub fn load(source: &Source<'_>, fs: &dyn FileSystem) -> Result<Config, Errors> 
 /// The JSON Schema of the config file format, for editors (`levee schema`).
 pub fn json_schema() -> serde_json::Value {
     schemars::schema_for!(raw::RawConfig).to_value()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config, Errors> {
+        let source = Source {
+            path: Path::new("/etc/levee/levee.yaml"),
+            text,
+        };
+        load(&source, &StdFileSystem)
+    }
+
+    #[test]
+    fn rejects_a_file_larger_than_the_bound_naming_it() {
+        let mut text = String::from("# padding\n");
+        text.push_str(&"#".repeat(MAX_FILE_BYTES));
+        let errors = load_text(&text).unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        let shown = errors.to_string();
+        assert!(
+            shown.starts_with("/etc/levee/levee.yaml:1:1: the file is larger than 4 MiB"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn rejects_aliases_that_expand_past_the_bound_with_file_and_line() {
+        // Issue 14: 146 KB of YAML that expanded to a gigabyte.
+        let big = "x".repeat(64 << 10);
+        let aliases = ["*big"; 16_000].join(", ");
+        let text = format!("junk0: &big \"{big}\"\njunk: [{aliases}]\n");
+        let errors = load_text(&text).unwrap_err();
+        let shown = errors.to_string();
+        assert!(
+            shown.starts_with("/etc/levee/levee.yaml:2:"),
+            "names the file and line: {shown}"
+        );
+        assert!(shown.contains("expands to more than 16 MiB"), "{shown}");
+    }
 }

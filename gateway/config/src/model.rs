@@ -42,6 +42,43 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// Connection and request limits.
     pub limits: ListenerLimits,
+    /// How request paths are normalised before routing.
+    pub path_normalization: PathNormalization,
+}
+
+/// How a listener normalises request paths before routing, so that a route's policy cannot be
+/// stepped around with `/api/x/../login`, `/api/%6cogin`, `/api//login` or `/api/./login`.
+///
+/// Dot segments are removed (RFC 3986 section 5.2.4), escaped unreserved characters decoded
+/// and other escapes upper-cased; `%2F` and `%5C` stay encoded. Routing, the route's policy,
+/// plugins and the upstream all see the normalised path; the query is never changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PathNormalization {
+    /// Whether runs of slashes become one (`/a//b` -> `/a/b`). Default `true`: Envoy defaults
+    /// to `false` but its edge-hardening guide sets it, and without it `/api//login` still
+    /// steps around an `/api/login` route.
+    pub merge_slashes: bool,
+    /// What to do with a path that is not in normal form. Default `normalize`.
+    pub action: PathAction,
+}
+
+/// What a listener does with a request path that is not in normal form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathAction {
+    /// Rewrite it to its normal form and forward that.
+    Normalize,
+    /// Answer `400 Bad Request`.
+    Reject,
+}
+
+impl Default for PathNormalization {
+    fn default() -> Self {
+        Self {
+            merge_slashes: true,
+            action: PathAction::Normalize,
+        }
+    }
 }
 
 /// TLS termination on a listener.

@@ -54,6 +54,30 @@ pub(crate) struct RawListener {
     pub(crate) tls: Option<RawListenerTls>,
     /// Connection and request limits.
     pub(crate) limits: Option<RawListenerLimits>,
+    /// How request paths are normalised before routing.
+    pub(crate) path_normalization: Option<RawPathNormalization>,
+}
+
+/// Request path normalisation on a listener.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "PathNormalization")]
+pub(crate) struct RawPathNormalization {
+    /// Whether runs of slashes become one. Default `true`.
+    pub(crate) merge_slashes: Option<bool>,
+    /// `normalize` (default) rewrites a non-normal path; `reject` answers 400 to it.
+    pub(crate) action: Option<RawPathAction>,
+}
+
+/// What to do with a path that is not in normal form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(rename = "PathAction")]
+pub(crate) enum RawPathAction {
+    /// Rewrite it to its normal form.
+    Normalize,
+    /// Answer `400 Bad Request`.
+    Reject,
 }
 
 /// TLS termination on a listener.

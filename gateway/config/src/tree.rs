@@ -16,6 +16,12 @@ const MAX_DEPTH: usize = 64;
 /// Most nodes that alias expansion (`*anchor`) may produce in one file.
 const MAX_ALIAS_NODES: usize = 100_000;
 
+/// Largest document the file may expand to, in bytes: the text of every key and scalar plus
+/// one per value, counting what aliases copy and what anchors keep. 16 MiB is four times the
+/// largest file accepted (`crate::MAX_FILE_BYTES`), far above any real config, and keeps a
+/// hostile file (one 64 KiB string aliased 16 000 times) from taking gigabytes.
+pub(crate) const MAX_EXPANDED_BYTES: usize = 16 << 20;
+
 /// A problem found while building the tree, at a known position or at a key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Issue {
@@ -85,17 +91,66 @@ enum Frame {
         items: Vec<Value>,
         path: String,
         anchor: usize,
+        /// `Budget::built` when the sequence started, to size it for its anchor.
+        start: usize,
     },
     Map {
         map: Map<String, Value>,
         path: String,
         anchor: usize,
+        /// `Budget::built` when the mapping started.
+        start: usize,
         /// The key waiting for its value; `Some(None)` when the key was unusable and its value
         /// is dropped.
         pending: Option<Option<String>>,
     },
     /// A complex (non-scalar) mapping key being skipped; counts open collections.
     Skip(usize),
+}
+
+/// An anchored value and its size as [`Budget`] counts it.
+struct Anchored {
+    value: Value,
+    bytes: usize,
+}
+
+/// The bytes the document has expanded to so far, checked before each value is built or
+/// copied, so the bound holds during expansion and not only after it.
+#[derive(Default)]
+struct Budget {
+    /// The tree's own size: keys, scalars and alias copies.
+    built: usize,
+    /// Copies kept for anchors.
+    kept: usize,
+}
+
+impl Budget {
+    /// Counts `bytes` more into the tree, or fails once the whole passes the bound.
+    fn build(&mut self, bytes: usize, key: &str, at: (usize, usize)) -> Result<(), Issue> {
+        self.built = self.built.saturating_add(bytes);
+        self.check(key, at)
+    }
+
+    /// Counts a copy kept for an anchor.
+    fn keep(&mut self, bytes: usize, key: &str, at: (usize, usize)) -> Result<(), Issue> {
+        self.kept = self.kept.saturating_add(bytes);
+        self.check(key, at)
+    }
+
+    fn check(&self, key: &str, at: (usize, usize)) -> Result<(), Issue> {
+        if self.built.saturating_add(self.kept) <= MAX_EXPANDED_BYTES {
+            return Ok(());
+        }
+        Err(Issue {
+            key: key.to_owned(),
+            at: Some(at),
+            message: format!(
+                "the document expands to more than {} MiB (aliases copy what they name); \
+                 a config is far smaller",
+                MAX_EXPANDED_BYTES >> 20
+            ),
+        })
+    }
 }
 
 fn pos(span: &Span) -> (usize, usize) {
@@ -107,8 +162,9 @@ pub(crate) fn parse(text: &str) -> Result<Tree, Issue> {
     let mut stack: Vec<Frame> = Vec::new();
     let mut locations = Locations::default();
     let mut issues = Vec::new();
-    let mut anchors: HashMap<usize, Value> = HashMap::new();
+    let mut anchors: HashMap<usize, Anchored> = HashMap::new();
     let mut alias_nodes = 0usize;
+    let mut budget = Budget::default();
     let mut root: Option<Value> = None;
     let mut documents = 0usize;
 
@@ -147,6 +203,7 @@ pub(crate) fn parse(text: &str) -> Result<Tree, Issue> {
         {
             match event {
                 Event::Scalar(ref key, ..) => {
+                    budget.build(key.len().saturating_add(1), path, pos(&span))?;
                     let key = key.to_string();
                     let key_path = child(path, &key);
                     if map.contains_key(&key) {
@@ -215,40 +272,59 @@ pub(crate) fn parse(text: &str) -> Result<Tree, Issue> {
                         message: format!("nesting deeper than {MAX_DEPTH} levels"),
                     });
                 }
+                budget.build(1, &here, pos(&span))?;
+                let start = budget.built;
                 if matches!(event, Event::SequenceStart(..)) {
                     stack.push(Frame::Seq {
                         items: Vec::new(),
                         path: here,
                         anchor,
+                        start,
                     });
                 } else {
                     stack.push(Frame::Map {
                         map: Map::new(),
                         path: here,
                         anchor,
+                        start,
                         pending: None,
                     });
                 }
                 continue;
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq { items, anchor, .. }) => {
+                Some(Frame::Seq {
+                    items,
+                    anchor,
+                    start,
+                    path,
+                }) => {
                     let v = Value::Array(items);
-                    remember(&mut anchors, anchor, &v);
+                    let bytes = budget.built - start + 1;
+                    remember(&mut anchors, &mut budget, anchor, &v, bytes, &path, &span)?;
                     v
                 }
                 _ => continue,
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map { map, anchor, .. }) => {
+                Some(Frame::Map {
+                    map,
+                    anchor,
+                    start,
+                    path,
+                    ..
+                }) => {
                     let v = Value::Object(map);
-                    remember(&mut anchors, anchor, &v);
+                    let bytes = budget.built - start + 1;
+                    remember(&mut anchors, &mut budget, anchor, &v, bytes, &path, &span)?;
                     v
                 }
                 _ => continue,
             },
             Event::Alias(id) => match anchors.get(&id) {
-                Some(v) => {
+                Some(Anchored { value: v, bytes }) => {
+                    // Checked before the copy is made: the copy is what could exhaust memory.
+                    budget.build(*bytes, &here, pos(&span))?;
                     alias_nodes = alias_nodes.saturating_add(count_nodes(v));
                     if alias_nodes > MAX_ALIAS_NODES {
                         return Err(Issue {
@@ -271,19 +347,21 @@ pub(crate) fn parse(text: &str) -> Result<Tree, Issue> {
                 }
             },
             Event::Scalar(text, style, anchor, tag) => {
+                let bytes = text.len().saturating_add(1);
+                budget.build(bytes, &here, pos(&span))?;
                 let v = match Scalar::parse_from_cow_and_metadata(text.clone(), style, tag.as_ref())
                 {
                     Some(s) => scalar_to_json(s, &text),
                     None => {
                         issues.push(Issue {
-                            key: here,
+                            key: here.clone(),
                             at: Some(pos(&span)),
                             message: format!("`{text}` does not fit its tag"),
                         });
                         Value::Null
                     }
                 };
-                remember(&mut anchors, anchor, &v);
+                remember(&mut anchors, &mut budget, anchor, &v, bytes, &here, &span)?;
                 v
             }
         };
@@ -307,10 +385,23 @@ pub(crate) fn parse(text: &str) -> Result<Tree, Issue> {
     })
 }
 
-fn remember(anchors: &mut HashMap<usize, Value>, anchor: usize, value: &Value) {
+/// Keeps a copy of `value` for later aliases when it carries an anchor; the copy counts
+/// against the budget too, so nested anchors cannot multiply memory unseen.
+fn remember(
+    anchors: &mut HashMap<usize, Anchored>,
+    budget: &mut Budget,
+    anchor: usize,
+    value: &Value,
+    bytes: usize,
+    key: &str,
+    span: &Span,
+) -> Result<(), Issue> {
     if anchor > 0 {
-        anchors.insert(anchor, value.clone());
+        budget.keep(bytes, key, pos(span))?;
+        let value = value.clone();
+        anchors.insert(anchor, Anchored { value, bytes });
     }
+    Ok(())
 }
 
 /// Counts the values in a tree (bounded by `MAX_DEPTH`, so the recursion is shallow).
@@ -383,6 +474,37 @@ mod tests {
         }
         let err = parse(&bomb).unwrap_err();
         assert!(err.message.contains("aliases expand"), "{err:?}");
+    }
+
+    #[test]
+    fn bounds_the_bytes_aliases_expand_to() {
+        // Issue 14: 16 000 copies of one 64 KiB string stay under the node bound but would
+        // take a gigabyte.
+        let big = "x".repeat(64 << 10);
+        let bomb = format!(
+            "junk0: &big \"{big}\"\njunk: [{}]\n",
+            ["*big"; 16_000].join(", ")
+        );
+        let err = parse(&bomb).unwrap_err();
+        assert!(
+            err.message.contains("expands to more than 16 MiB"),
+            "{err:?}"
+        );
+        // Stopped at the copy that passed the bound, long before the 16 000th.
+        assert_eq!(err.key, "junk[253]");
+        assert_eq!(err.at.map(|(line, _)| line), Some(2), "{err:?}");
+
+        // The same with the copies made through nested anchors.
+        let nested = format!(
+            "a: &a [\"{big}\", \"{big}\"]\nb: &b [*a, *a, *a, *a]\nc: &c [*b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c]\n"
+        );
+        let err = parse(&nested).unwrap_err();
+        assert!(err.message.contains("expands to more than"), "{err:?}");
+
+        // A few copies of a large value are fine.
+        let few = format!("junk0: &big \"{big}\"\njunk: [*big, *big, *big]\n");
+        let tree = parse(&few).unwrap();
+        assert_eq!(tree.root.unwrap()["junk"].as_array().unwrap().len(), 3);
     }
 
     #[test]

@@ -497,11 +497,23 @@ impl Checker<'_> {
             }
         });
         let limits = self.listener_limits(&child(key, "limits"), raw.limits);
+        let path_normalization =
+            raw.path_normalization
+                .map_or_else(PathNormalization::default, |raw| PathNormalization {
+                    merge_slashes: raw
+                        .merge_slashes
+                        .unwrap_or(PathNormalization::default().merge_slashes),
+                    action: match raw.action {
+                        None | Some(RawPathAction::Normalize) => PathAction::Normalize,
+                        Some(RawPathAction::Reject) => PathAction::Reject,
+                    },
+                });
         Listener {
             name: raw.name,
             address,
             tls,
             limits,
+            path_normalization,
         }
     }
 

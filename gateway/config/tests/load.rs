@@ -129,6 +129,9 @@ listeners:
       idle_timeout: 90s
       http2_max_concurrent_streams: 200
       http2_max_pending_resets: 10
+    path_normalization:
+      merge_slashes: false
+      action: reject
   - name: plain
     address: "[::1]:0"
 admin:
@@ -327,6 +330,10 @@ fn full_file_with_every_key_produces_the_expected_config() {
                     http2_max_concurrent_streams: 200,
                     http2_max_pending_resets: 10,
                 },
+                path_normalization: PathNormalization {
+                    merge_slashes: false,
+                    action: PathAction::Reject,
+                },
             },
             Listener {
                 name: "plain".into(),
@@ -340,6 +347,10 @@ fn full_file_with_every_key_produces_the_expected_config() {
                     idle_timeout: Duration::from_secs(60),
                     http2_max_concurrent_streams: 100,
                     http2_max_pending_resets: 20,
+                },
+                path_normalization: PathNormalization {
+                    merge_slashes: true,
+                    action: PathAction::Normalize,
                 },
             },
         ],
@@ -730,6 +741,29 @@ fn route_to_a_cluster_with_errors_reports_only_the_cluster_error() {
         "clusters[0].lb",
         "lb: fastest",
         "unknown variant `fastest`",
+    );
+    assert_eq!(e.0.len(), 1, "{e}");
+}
+
+#[test]
+fn path_normalization_defaults_and_its_errors_name_file_line_and_key() {
+    let config = ok("listeners:\n  - name: public\n    address: 127.0.0.1:8080\n");
+    assert_eq!(
+        config.listeners[0].path_normalization,
+        PathNormalization {
+            merge_slashes: true,
+            action: PathAction::Normalize,
+        }
+    );
+
+    let text = "listeners:\n  - name: public\n    address: 127.0.0.1:8080\n    path_normalization:\n      merge_slashes: false\n      action: drop\n";
+    let e = errors(text);
+    assert_error(
+        text,
+        &e,
+        "listeners[0].path_normalization.action",
+        "action: drop",
+        "unknown variant `drop`",
     );
     assert_eq!(e.0.len(), 1, "{e}");
 }
@@ -2300,6 +2334,7 @@ fn json_schema_describes_the_file_and_refuses_unknown_keys() {
         "path_prefix",
         "hash_on",
         "http2_max_pending_resets",
+        "merge_slashes",
         "least-request",
         "client_ip",
         "per_try_timeout",

@@ -65,7 +65,7 @@ pub fn main() -> ExitCode {
 fn run(config: &Path, workers: Option<usize>) -> ExitCode {
     // The log level comes from the file, so it is read once here before logging starts; the
     // gateway reads it again (and reports errors properly) when it starts.
-    let level = std::fs::read_to_string(config)
+    let level = crate::gateway::read_config_text(config)
         .ok()
         .and_then(|text| {
             levee_config::load(
@@ -115,7 +115,7 @@ fn run(config: &Path, workers: Option<usize>) -> ExitCode {
 }
 
 fn validate(file: &Path) -> ExitCode {
-    let text = match std::fs::read_to_string(file) {
+    let text = match crate::gateway::read_config_text(file) {
         Ok(text) => text,
         Err(error) => {
             eprintln!("{}: {error}", file.display());

@@ -21,6 +21,8 @@ pub struct ConnInfo {
     /// The client IP as a header value, for `x-forwarded-for`: formatted once per connection
     /// rather than on every request. See [`client_ip_value`].
     pub client_ip: HeaderValue,
+    /// The listener's path normalisation, applied to every request before routing.
+    pub path_normalization: levee_config::PathNormalization,
 }
 
 /// `ip` as a header value (`127.0.0.1`, `::1`).

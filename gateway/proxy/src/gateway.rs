@@ -401,12 +401,33 @@ async fn prepare_reload(
 
 /// Reads and validates the config file; the error text lists every problem found.
 async fn read_config(path: &Path) -> Result<(Config, String), String> {
-    let text = tokio::fs::read_to_string(path)
+    let owned = path.to_path_buf();
+    let text = tokio::task::spawn_blocking(move || read_config_text(&owned))
         .await
+        .map_err(|error| format!("{}: {error}", path.display()))?
         .map_err(|error| format!("{}: {error}", path.display()))?;
     let config = levee_config::load(&Source { path, text: &text }, &StdFileSystem)
         .map_err(|errors| errors.to_string())?;
     Ok((config, content_hash(text.as_bytes())))
+}
+
+/// A config file's text, reading at most one byte past [`levee_config::MAX_FILE_BYTES`]: a
+/// huge file (or a device such as `/dev/zero`) is never read whole, and `levee_config::load`
+/// rejects what was read as too large, naming the file.
+pub(crate) fn read_config_text(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+
+    let limit = u64::try_from(levee_config::MAX_FILE_BYTES).unwrap_or(u64::MAX) + 1;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > levee_config::MAX_FILE_BYTES {
+        // Cut mid-character maybe; only its length matters now.
+        return Ok(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 /// Every file whose change should trigger a reload: the config file and the files it names.

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod gateway;
 pub mod listener;
 pub mod metrics;
+pub mod path;
 pub mod plugins;
 pub mod proxy;
 pub mod readiness;

@@ -273,3 +273,37 @@ async fn half_written_file_is_a_failed_reload_not_a_crash() {
     })
     .await;
 }
+
+/// Issue 14: 146 KB of YAML whose aliases expand to a gigabyte grew the running gateway until
+/// it aborted. The reload is refused before the copies are made, and the old config serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alias_bomb_reload_is_rejected_and_the_old_config_keeps_serving() {
+    bounded(async {
+        let upstream = Server::http1().run().await;
+        let good = routes_config(&[("old", "/old")], upstream.addr());
+        let gateway = TestGateway::start(&good).await.unwrap();
+
+        let big = "x".repeat(64 << 10);
+        let aliases = ["*big"; 16_000].join(", ");
+        let bomb = format!("junk0: &big \"{big}\"\njunk: [{aliases}]\n{good}");
+        gateway.dir.write_atomic(CONFIG_FILE, &bomb);
+        let error = gateway
+            .reload()
+            .await
+            .expect_err("the alias bomb is rejected");
+        assert!(error.contains(&format!("{CONFIG_FILE}:2:")), "{error}");
+        assert!(error.contains("expands to more than 16 MiB"), "{error}");
+        assert_eq!(status_of(&gateway, "/old").await, Some(StatusCode::OK));
+
+        // So is a file past the size bound, read no further than the bound.
+        let huge = format!("{good}#{}\n", "x".repeat(levee_config::MAX_FILE_BYTES));
+        gateway.dir.write_atomic(CONFIG_FILE, &huge);
+        let error = gateway
+            .reload()
+            .await
+            .expect_err("the huge file is rejected");
+        assert!(error.contains("the file is larger than 4 MiB"), "{error}");
+        assert_eq!(status_of(&gateway, "/old").await, Some(StatusCode::OK));
+    })
+    .await;
+}

@@ -230,3 +230,95 @@ async fn reuses_upstream_connections() {
     })
     .await;
 }
+
+/// Issue 14: routing saw the raw path, so these took the broader `/api` route around the
+/// rate limit of `/api/login`, and the upstream got them as written.
+const LOGIN_BYPASSES: [&str; 5] = [
+    "/api/x/../login",
+    "/api/%6cogin",
+    "/api//login",
+    "/api/./login",
+    "/api/x/%2e%2e/login",
+];
+
+fn login_config(login: SocketAddr, api: SocketAddr, path_normalization: &str) -> String {
+    format!(
+        "listeners:
+  - name: public
+    address: 127.0.0.1:0
+{path_normalization}admin:
+  address: 127.0.0.1:0
+routes:
+  - name: login
+    match: {{ path_prefix: /api/login }}
+    cluster: login
+    rate_limit: {{ requests_per_second: 0.01, burst: 1 }}
+  - name: api
+    match: {{ path_prefix: /api }}
+    cluster: api
+clusters:
+{}{}",
+        cluster("login", login),
+        cluster("api", api)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_normal_paths_take_the_route_of_their_normal_form() {
+    bounded(async {
+        let login = Server::http1().name("login").run().await;
+        let api = Server::http1().name("api").run().await;
+        let yaml = login_config(login.addr(), api.addr(), "");
+        let gateway = TestGateway::start(&yaml).await.unwrap();
+
+        // The one token of the login route goes to the first bypass; the rest are limited.
+        for (i, path) in LOGIN_BYPASSES.iter().enumerate() {
+            let reply = send(&gateway, "example.com", &format!("{path}?a=%2e%2E"), &[]).await;
+            let expected = if i == 0 {
+                "login"
+            } else {
+                "gateway:rate-limited"
+            };
+            assert_eq!(served_by(&reply), expected, "{path}: {}", reply.text());
+        }
+        assert_eq!(api.requests(), 0, "no bypass took the broader route");
+        let seen = login.seen();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            seen[0].uri, "/api/login?a=%2e%2E",
+            "normal path, query as sent"
+        );
+
+        // A path that cannot be normalised safely is refused.
+        let reply = send(&gateway, "example.com", "/api/%00login", &[]).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_action_answers_400_to_non_normal_paths() {
+    bounded(async {
+        let login = Server::http1().name("login").run().await;
+        let api = Server::http1().name("api").run().await;
+        let option = "    path_normalization: { action: reject }\n";
+        let yaml = login_config(login.addr(), api.addr(), option);
+        let gateway = TestGateway::start(&yaml).await.unwrap();
+
+        for path in LOGIN_BYPASSES {
+            let reply = send(&gateway, "example.com", path, &[]).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::BAD_REQUEST,
+                "{path}: {}",
+                reply.text()
+            );
+        }
+        assert_eq!(login.requests() + api.requests(), 0);
+
+        // A normal path is untouched.
+        let reply = send(&gateway, "example.com", "/api/login", &[]).await;
+        assert_eq!(served_by(&reply), "login", "{}", reply.text());
+    })
+    .await;
+}

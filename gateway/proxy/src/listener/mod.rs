@@ -113,6 +113,7 @@ impl ListenerSet {
                 .transpose()?;
             let settings = Arc::new(Settings {
                 limits: listener.limits.clone(),
+                path_normalization: listener.path_normalization,
                 tls,
             });
             let rebind = running
@@ -236,6 +237,7 @@ impl ListenerSet {
 #[derive(Debug)]
 struct Settings {
     limits: ListenerLimits,
+    path_normalization: levee_config::PathNormalization,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 

@@ -45,12 +45,14 @@ pub use upgrade::{Io, UpgradeHandoff, UpgradedIo};
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::header::{HOST, HeaderValue};
-use http::{Request, Response};
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use levee_plugin_host::Hook;
 
@@ -64,6 +66,7 @@ use crate::access_log::AccessLog;
 use crate::body::ProxyBody;
 use crate::conn::ConnInfo;
 use crate::metrics::Metrics;
+use crate::path;
 use crate::route::strip_port;
 use crate::snapshot::Snapshot;
 
@@ -127,6 +130,10 @@ async fn handle(
     conn: &ConnInfo,
     arrival: &Arrival,
 ) -> Answer {
+    let mut req = req;
+    if let Err(e) = normalize_path(&mut req, conn.path_normalization) {
+        return Answer::error(e, arrival.request_id());
+    }
     let routed = match Routed::new(snapshot, metrics, &req, arrival) {
         Ok(routed) => routed,
         Err(e) => return Answer::error(e, arrival.request_id()),
@@ -188,6 +195,45 @@ async fn handle(
         }
     }
     routed.respond(&mut prepared, forwarded, tries, retries, arrival)
+}
+
+/// Puts the request path in normal form ([`crate::path`]) before anything looks at it, so
+/// routing, the route's policy, plugins and the upstream all see the same path; under
+/// `action: reject` a path not in normal form is refused instead. The query is kept as sent.
+fn normalize_path<B>(
+    req: &mut Request<B>,
+    config: levee_config::PathNormalization,
+) -> Result<(), ProxyError> {
+    if req.method() == http::Method::CONNECT {
+        // Authority-form (`host:port`) has no path; the route stage refuses CONNECT with 405.
+        return Ok(());
+    }
+    let options = path::Options {
+        merge_slashes: config.merge_slashes,
+    };
+    let normal = match path::normalize(req.uri().path(), options) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(normal)) => normal,
+        Err(invalid) => return Err(ProxyError::BadRequest(invalid.0)),
+    };
+    if config.action == levee_config::PathAction::Reject {
+        return Err(ProxyError::BadRequest(
+            "the request path is not in normal form (dot segments, escaped unreserved \
+             characters, lower-case escapes or repeated slashes)",
+        ));
+    }
+    let path_and_query = match req.uri().query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(
+        PathAndQuery::try_from(path_and_query)
+            .map_err(|_| ProxyError::BadRequest("the normalised request path is not valid"))?,
+    );
+    *req.uri_mut() = Uri::from_parts(parts)
+        .map_err(|_| ProxyError::BadRequest("the normalised request target is not valid"))?;
+    Ok(())
 }
 
 /// The host a request is for (with any port) and, when it came only from the URI, a `Host`

@@ -163,6 +163,7 @@ fn config(routes: Vec<cfg::Route>, clusters: Vec<cfg::Cluster>) -> cfg::Config {
                 http2_max_concurrent_streams: 100,
                 http2_max_pending_resets: 20,
             },
+            path_normalization: Default::default(),
         }],
         admin: cfg::Admin {
             address: "127.0.0.1:0".parse().expect("addr"),
@@ -216,6 +217,7 @@ async fn gateway_serving(
                 tls: false,
                 sni: None,
                 client_ip: crate::conn::client_ip_value(peer.ip()),
+                path_normalization: Default::default(),
             });
             let proxy = proxy.clone();
             tokio::spawn(async move {
