@@ -42,7 +42,9 @@ fn limits() -> ListenerLimits {
         max_header_size: 64 * 1024,
         max_headers: 100,
         max_connections: 10_000,
+        max_connections_per_client: None,
         idle_timeout: Duration::from_secs(60),
+        send_timeout: Duration::from_secs(30),
         http2_max_concurrent_streams: 100,
         http2_max_pending_resets: 20,
     }
