@@ -88,6 +88,8 @@ pub(super) struct Activity {
     idle_waiter: AtomicBool,
     /// Woken when the last request in flight ends, if `idle_waiter` was set.
     went_idle: Notify,
+    /// Notified once when the listener closes this idle connection to make room for a new one.
+    evicted: Notify,
 }
 
 // === impl Activity ===
@@ -107,6 +109,7 @@ impl Activity {
             head_started: Notify::new(),
             idle_waiter: AtomicBool::new(false),
             went_idle: Notify::new(),
+            evicted: Notify::new(),
         })
     }
 
@@ -271,6 +274,24 @@ impl Activity {
     pub(super) fn is_idle(&self, idle_timeout: Duration) -> bool {
         self.in_flight.load(Ordering::Relaxed) == 0
             && Instant::now() >= self.idle_deadline(idle_timeout)
+    }
+
+    /// Since when the connection has been idle (no request being handled), or `None` while one
+    /// is.
+    pub(super) fn idle_since(&self) -> Option<Instant> {
+        (self.in_flight.load(Ordering::Relaxed) == 0)
+            .then(|| self.at(self.last_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Asks the connection to close: the listener needs its slot. The request stays pending
+    /// for the connection task even if it is not waiting yet.
+    pub(super) fn evict(&self) {
+        self.evicted.notify_one();
+    }
+
+    /// Resolves once [`Activity::evict`] has been called.
+    pub(super) async fn evicted(&self) {
+        self.evicted.notified().await;
     }
 
     /// Marks a request as being handled until the guard drops; its head has arrived.

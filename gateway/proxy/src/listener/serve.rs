@@ -81,7 +81,7 @@ pub(super) async fn serve(
     let name = guard.listener_name();
     let mut drain = guard.drain_signal();
     let limits = &settings.limits;
-    let activity = Activity::new();
+    let activity = guard.activity.clone();
     let client_ip = crate::conn::client_ip_value(peer.ip());
     let info = |tls: bool, sni: Option<&str>| {
         Arc::new(ConnInfo {
@@ -123,6 +123,7 @@ pub(super) async fn serve(
                     }
                 },
                 () = signalled(&mut drain) => return,
+                () = activity.evicted() => return,
             };
             let (_, session) = tls_stream.get_ref();
             let h2 = session.alpn_protocol() == Some(b"h2");
@@ -147,6 +148,7 @@ pub(super) async fn serve(
                     }
                 },
                 () = signalled(&mut drain) => return,
+                () = activity.evicted() => return,
             };
             let (h2, prefix) = sniffed;
             let io = ConnIo::new(stream, prefix, activity.clone());
@@ -382,6 +384,7 @@ where
         }
         () = signalled(&mut ctl.drain) => None,
         () = signalled(&mut ctl.abort) => None,
+        () = ctl.activity.evicted() => None,
     };
     if woke.is_some() {
         io.replay(Bytes::copy_from_slice(&byte));
@@ -438,9 +441,19 @@ where
     let head = sleep_until_some(header_read_timeout.and_then(|t| activity.head_deadline(t)));
     let head_started = activity.head_started();
     let went_idle = activity.went_idle();
+    let evicted = activity.evicted();
     // Responses owed to the client are looked at least this often; see `Activity::send_check`.
     let send = tokio::time::sleep(send_timeout);
-    tokio::pin!(drained, aborted, quiet, head, head_started, went_idle, send);
+    tokio::pin!(
+        drained,
+        aborted,
+        quiet,
+        head,
+        head_started,
+        went_idle,
+        send,
+        evicted
+    );
     let control = Arc::new(ControlWaker::default());
     let control_waker = Waker::from(control.clone());
 
@@ -459,6 +472,9 @@ where
             }
             if !shutting_down && drained.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Drained);
+            }
+            if !shutting_down && evicted.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Evicted);
             }
             if header_read_timeout.is_some() && head_started.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::HeadStarted);
@@ -495,7 +511,7 @@ where
             }
             Event::Aborted => return End::Dropped,
             // (A drain during parking needs nothing here: the parked wait sees it at once.)
-            Event::Drained => {
+            Event::Drained | Event::Evicted => {
                 shutdown(conn.as_mut());
                 shutting_down = true;
             }
@@ -557,6 +573,8 @@ enum Event<E> {
     Conn(Result<(), E>),
     Aborted,
     Drained,
+    /// The listener closes this idle connection to make room for a new one.
+    Evicted,
     HeadStarted,
     HeadTimer,
     Quiet,

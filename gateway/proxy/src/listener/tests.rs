@@ -522,35 +522,73 @@ async fn idle_keep_alive_connections_are_closed() {
     assert!(ended.is_ok(), "idle HTTP/2 connection stays open");
 }
 
-#[tokio::test]
-async fn connections_over_max_connections_are_closed_at_accept() {
-    let mut l = listener("public");
-    l.limits.max_connections = 1;
-    let set = started(&[l]).await;
-    let addr = addr(&set, "public");
-
-    let mut first = TcpStream::connect(addr).await.expect("connect");
-    first
+/// An HTTP/1.1 connection to `addr` from `ip` (any 127/8 address reaches loopback on Linux)
+/// that has had one answer, so it was admitted, and is now idle keep-alive.
+async fn served_connection_from(addr: SocketAddr, ip: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{ip}:0").parse().expect("address"))
+        .expect("bind client");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    stream
         .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
         .await
         .expect("write");
-    assert!(read_head(&mut first).await.starts_with("HTTP/1.1 "));
-    assert_eq!(set.open_connections(), 1);
+    assert!(read_head(&mut stream).await.starts_with("HTTP/1.1 "));
+    stream
+}
 
-    let mut second = TcpStream::connect(addr).await.expect("kernel accepts");
-    let _ = second
+#[tokio::test]
+async fn the_oldest_idle_connection_makes_room_at_max_connections() {
+    let mut l = listener("public");
+    l.limits.max_connections = 2;
+    let set = started(&[l]).await;
+    let addr = addr(&set, "public");
+
+    // One client holds every slot with idle keep-alive connections.
+    let mut oldest = served_connection_from(addr, "127.0.0.1").await;
+    let mut newer = served_connection_from(addr, "127.0.0.1").await;
+    assert_eq!(set.open_connections(), 2);
+
+    // Another client is still served; the connection idle the longest is closed for it.
+    let other = served_connection_from(addr, "127.0.0.2").await;
+    assert!(
+        closed_by_peer(&mut oldest).await,
+        "the oldest idle connection is open"
+    );
+    assert!(eventually(|| set.open_connections() == 2).await);
+    newer
+        .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .expect("write");
+    assert!(read_head(&mut newer).await.contains("HTTP/1.1 "));
+    drop(other);
+}
+
+#[tokio::test]
+async fn a_client_over_max_connections_per_client_is_closed_at_accept() {
+    let mut l = listener("public");
+    l.limits.max_connections_per_client = Some(3);
+    let set = started(&[l]).await;
+    let addr = addr(&set, "public");
+
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(served_connection_from(addr, "127.0.0.1").await);
+    }
+    let mut fourth = TcpStream::connect(addr).await.expect("kernel accepts");
+    let _ = fourth
         .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
         .await;
-    let head = read_head(&mut second).await;
-    assert!(
-        head.is_empty(),
-        "over-limit connection was served: {head:?}"
-    );
+    let head = read_head(&mut fourth).await;
+    assert!(head.is_empty(), "a fourth connection was served: {head:?}");
 
-    drop(first);
-    assert!(eventually(|| set.open_connections() == 0).await);
-    let third = TcpStream::connect(addr).await.expect("connect");
-    assert_eq!(h1_request(third).await, Version::HTTP_11);
+    // Another address is still served, and a closed connection frees the client's place.
+    let other = served_connection_from(addr, "127.0.0.2").await;
+    drop(held.pop());
+    assert!(eventually(|| set.open_connections() == 3).await);
+    held.push(served_connection_from(addr, "127.0.0.1").await);
+    drop(other);
 }
 
 // === TLS ===
