@@ -1187,3 +1187,83 @@ async fn head_deadline_runs_from_accept_and_then_from_the_first_byte_after_each_
     tokio::time::advance(Duration::from_secs(5)).await;
     assert!(activity.head_expired(timeout));
 }
+
+// === send progress bookkeeping ===
+
+/// The result of polling `body` once, without waiting.
+fn poll_once(
+    body: &mut super::io::InFlightBody,
+) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, crate::body::BoxError>>> {
+    use http_body::Body;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(body).poll_frame(&mut cx)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_whose_upstream_data_hyper_stops_taking_is_cancelled_after_send_timeout() {
+    use super::io::{Activity, InFlightBody, SendCheck};
+
+    let timeout = Duration::from_secs(30);
+    let activity = Activity::new();
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, crate::body::BoxError>>(4);
+    let upstream =
+        http_body_util::StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+            .boxed();
+    let mut body = InFlightBody::new(upstream, activity.request());
+
+    // Waiting for the upstream owes the client nothing, however long it takes.
+    assert!(poll_once(&mut body).is_pending());
+    tokio::time::advance(timeout * 2).await;
+    assert!(matches!(activity.send_check(timeout), SendCheck::Later(_)));
+
+    // The upstream's data arrives, and hyper does not come back for it (an HTTP/2 window at
+    // zero): owed from now on.
+    tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"data"))))
+        .await
+        .expect("send");
+    let owed = tokio::time::Instant::now();
+    tokio::time::advance(timeout - Duration::from_millis(1)).await;
+    assert_eq!(
+        activity.send_check(timeout),
+        SendCheck::Later(owed + timeout)
+    );
+    assert!(!tx.is_closed());
+
+    // Stalled: the upstream body is dropped at once, hyper gets an error, and the connection
+    // (which wrote nothing) goes.
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(activity.send_check(timeout), SendCheck::Drop);
+    assert!(tx.is_closed(), "the upstream body is still held");
+    assert!(matches!(
+        poll_once(&mut body),
+        std::task::Poll::Ready(Some(Err(_)))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_frame_goes_in_slices_and_each_taken_slice_is_progress() {
+    use super::io::{Activity, InFlightBody, SendCheck};
+
+    let timeout = Duration::from_secs(30);
+    let activity = Activity::new();
+    let frame = Bytes::from(vec![7u8; 200 * 1024]);
+    let mut body = InFlightBody::new(crate::body::full(frame), activity.request());
+
+    let mut sizes = Vec::new();
+    loop {
+        match poll_once(&mut body) {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                sizes.push(frame.into_data().expect("data").len());
+            }
+            std::task::Poll::Ready(None) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+        // A slow client: most of a send_timeout between slices, and never stalled.
+        tokio::time::advance(timeout - Duration::from_secs(1)).await;
+        assert!(matches!(activity.send_check(timeout), SendCheck::Later(_)));
+    }
+    assert_eq!(sizes, [64 * 1024, 64 * 1024, 64 * 1024, 8 * 1024]);
+    use http_body::Body;
+    assert!(body.is_end_stream());
+}
