@@ -121,11 +121,24 @@ pub struct ListenerLimits {
     pub max_header_size: u64,
     /// Most headers in one request. Default `100`.
     pub max_headers: u32,
-    /// Most open downstream connections; further ones are closed at accept. Default `10000`.
+    /// Most open downstream connections. At the limit a new connection closes the oldest idle
+    /// keep-alive connection (one with no request in flight) to make room, and is itself
+    /// closed at accept only when none is idle. Default `10000`.
     pub max_connections: u32,
+    /// Most open downstream connections from one client IP address; further ones are closed
+    /// at accept. `None` (the default) is no limit: behind a load balancer every client
+    /// shares the balancer's address.
+    pub max_connections_per_client: Option<u32>,
     /// How long an idle keep-alive connection stays open. Default `60s`.
     #[serde(with = "humantime_serde_compat")]
     pub idle_timeout: Duration,
+    /// Longest a response may go without progress towards the client, as nginx's
+    /// `send_timeout`: a write to the socket that cannot complete, or (HTTP/2) a response body
+    /// the flow-control window keeps from being sent. The stream is then cancelled, freeing
+    /// its upstream request, and the connection closed if nothing else on it progressed.
+    /// Default `30s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub send_timeout: Duration,
     /// Most concurrent HTTP/2 streams per connection. Default `100`.
     pub http2_max_concurrent_streams: u32,
     /// Most client stream resets not yet processed before the connection is closed with

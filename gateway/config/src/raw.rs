@@ -120,10 +120,15 @@ pub(crate) struct RawListenerLimits {
     pub(crate) max_header_size: Option<Size>,
     /// Most headers in one request, 1 to 1024. Default `100`.
     pub(crate) max_headers: Option<u32>,
-    /// Most open downstream connections, at least 1. Default `10000`.
+    /// Most open downstream connections, at least 1; at the limit the oldest idle one is
+    /// closed for a new one. Default `10000`.
     pub(crate) max_connections: Option<u32>,
+    /// Most open downstream connections from one client IP, at least 1. Default: no limit.
+    pub(crate) max_connections_per_client: Option<u32>,
     /// Idle keep-alive timeout. Default `60s`.
     pub(crate) idle_timeout: Option<Dur>,
+    /// Longest a response may make no progress towards the client. Default `30s`.
+    pub(crate) send_timeout: Option<Dur>,
     /// Most concurrent HTTP/2 streams per connection, at least 1. Default `100`.
     pub(crate) http2_max_concurrent_streams: Option<u32>,
     /// Most unprocessed HTTP/2 stream resets before the connection is closed, at least 1.

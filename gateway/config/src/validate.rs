@@ -523,7 +523,9 @@ impl Checker<'_> {
             max_header_size: None,
             max_headers: None,
             max_connections: None,
+            max_connections_per_client: None,
             idle_timeout: None,
+            send_timeout: None,
             http2_max_concurrent_streams: None,
             http2_max_pending_resets: None,
         });
@@ -564,10 +566,25 @@ impl Checker<'_> {
                 u64::MAX,
                 "",
             )),
+            max_connections_per_client: raw.max_connections_per_client.map(|v| {
+                u32_of(self.range(
+                    &k("max_connections_per_client"),
+                    Some(u64::from(v)),
+                    1,
+                    1,
+                    u64::MAX,
+                    "",
+                ))
+            }),
             idle_timeout: self.positive(
                 &k("idle_timeout"),
                 raw.idle_timeout,
                 Duration::from_secs(60),
+            ),
+            send_timeout: self.positive(
+                &k("send_timeout"),
+                raw.send_timeout,
+                Duration::from_secs(30),
             ),
             http2_max_concurrent_streams: u32_of(self.range(
                 &k("http2_max_concurrent_streams"),

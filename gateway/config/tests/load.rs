@@ -126,7 +126,9 @@ listeners:
       max_header_size: 32KiB
       max_headers: 50
       max_connections: 2000
+      max_connections_per_client: 50
       idle_timeout: 90s
+      send_timeout: 20s
       http2_max_concurrent_streams: 200
       http2_max_pending_resets: 10
     path_normalization:
@@ -326,7 +328,9 @@ fn full_file_with_every_key_produces_the_expected_config() {
                     max_header_size: 32 * 1024,
                     max_headers: 50,
                     max_connections: 2000,
+                    max_connections_per_client: Some(50),
                     idle_timeout: Duration::from_secs(90),
+                    send_timeout: Duration::from_secs(20),
                     http2_max_concurrent_streams: 200,
                     http2_max_pending_resets: 10,
                 },
@@ -344,7 +348,9 @@ fn full_file_with_every_key_produces_the_expected_config() {
                     max_header_size: 64 * 1024,
                     max_headers: 100,
                     max_connections: 10_000,
+                    max_connections_per_client: None,
                     idle_timeout: Duration::from_secs(60),
+                    send_timeout: Duration::from_secs(30),
                     http2_max_concurrent_streams: 100,
                     http2_max_pending_resets: 20,
                 },
@@ -2500,4 +2506,24 @@ fn every_example_config_in_deploy_loads() {
             }
         }
     }
+}
+
+#[test]
+fn zero_send_timeout_and_per_client_cap_name_their_key() {
+    let text = "listeners:\n  - name: a\n    address: 127.0.0.1:80\n    limits: { send_timeout: 0s, max_connections_per_client: 0 }\n";
+    assert_errors(
+        text,
+        &[
+            (
+                "listeners[0].limits.max_connections_per_client",
+                "max_connections_per_client",
+                "must be at least 1, found 0",
+            ),
+            (
+                "listeners[0].limits.send_timeout",
+                "send_timeout",
+                "must be greater than zero",
+            ),
+        ],
+    );
 }

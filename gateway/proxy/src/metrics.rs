@@ -111,6 +111,25 @@ enum Direction {
     Out,
 }
 
+/// Why a downstream connection was closed at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// The listener was at `max_connections` with no idle connection to close instead.
+    Full,
+    /// The client had `max_connections_per_client` open.
+    PerClient,
+}
+
+impl EncodeLabelValue for Rejection {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let value = match self {
+            Self::Full => "max_connections",
+            Self::PerClient => "max_connections_per_client",
+        };
+        EncodeLabelValue::encode(&value, encoder)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Outcome {
     Success,
@@ -176,6 +195,12 @@ struct ListenerLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RejectedLabels {
+    listener: Arc<str>,
+    reason: Rejection,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct EndpointLabels {
     cluster: Arc<str>,
     endpoint: Arc<str>,
@@ -203,7 +228,9 @@ fn new_latency_histogram() -> Histogram {
 /// - `levee_request_errors_total{route,kind}` for requests with a gateway error kind.
 /// - `levee_request_bytes_total{direction="in|out",route}` (body bytes).
 /// - `levee_downstream_connections_active{listener}`, `levee_downstream_connections_total`,
-///   `levee_downstream_connections_rejected_total`, `levee_downstream_connections_parked`
+///   `levee_downstream_connections_rejected_total{listener,reason}` (`max_connections` or
+///   `max_connections_per_client`), `levee_downstream_connections_evicted_total` (idle
+///   connections closed to make room for new ones), `levee_downstream_connections_parked`
 ///   (idle HTTP/1 connections holding no HTTP buffers).
 /// - `levee_upstream_connections_active{cluster,endpoint}`, `levee_upstream_connections_total`,
 ///   `levee_upstream_connect_failures_total`.
@@ -218,7 +245,8 @@ pub struct Metrics {
     request_bytes: Family<BytesLabels, Counter>,
     downstream_active: Family<ListenerLabels, Gauge>,
     downstream_total: Family<ListenerLabels, Counter>,
-    downstream_rejected: Family<ListenerLabels, Counter>,
+    downstream_rejected: Family<RejectedLabels, Counter>,
+    downstream_evicted: Family<ListenerLabels, Counter>,
     downstream_parked: Family<ListenerLabels, Gauge>,
     upstream_active: Family<EndpointLabels, Gauge>,
     upstream_total: Family<EndpointLabels, Counter>,
@@ -360,11 +388,17 @@ impl Default for Metrics {
             "Downstream connections accepted",
             downstream_total.clone(),
         );
-        let downstream_rejected = Family::<ListenerLabels, Counter>::default();
+        let downstream_rejected = Family::<RejectedLabels, Counter>::default();
         registry.register(
             "downstream_connections_rejected",
-            "Downstream connections closed at accept because the listener was at its limit",
+            "Downstream connections closed at accept because the listener or the client was at its limit",
             downstream_rejected.clone(),
+        );
+        let downstream_evicted = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "downstream_connections_evicted",
+            "Idle downstream connections closed to make room for a new one at max_connections",
+            downstream_evicted.clone(),
         );
         let downstream_parked = Family::<ListenerLabels, Gauge>::default();
         registry.register(
@@ -433,6 +467,7 @@ impl Default for Metrics {
             downstream_parked,
             downstream_total,
             downstream_rejected,
+            downstream_evicted,
             upstream_active,
             upstream_total,
             upstream_connect_failures,
@@ -611,12 +646,21 @@ impl Metrics {
         self.downstream_parked.get_or_create(&labels).clone()
     }
 
-    /// A downstream connection on `listener` was refused because the listener is at its limit.
-    pub fn downstream_connection_rejected(&self, listener: &str) {
+    /// A downstream connection on `listener` was refused at accept, for `reason`.
+    pub fn downstream_connection_rejected(&self, listener: &str, reason: Rejection) {
+        let labels = RejectedLabels {
+            listener: listener.into(),
+            reason,
+        };
+        self.downstream_rejected.get_or_create(&labels).inc();
+    }
+
+    /// An idle downstream connection on `listener` was closed to make room for a new one.
+    pub fn downstream_connection_evicted(&self, listener: &str) {
         let labels = ListenerLabels {
             listener: listener.into(),
         };
-        self.downstream_rejected.get_or_create(&labels).inc();
+        self.downstream_evicted.get_or_create(&labels).inc();
     }
 
     /// A new upstream connection to `endpoint` of `cluster` was established.
@@ -820,7 +864,8 @@ mod tests {
         metrics.downstream_connection_opened("public");
         metrics.downstream_connection_opened("public");
         metrics.downstream_connection_closed("public");
-        metrics.downstream_connection_rejected("public");
+        metrics.downstream_connection_rejected("public", Rejection::Full);
+        metrics.downstream_connection_evicted("public");
         metrics.upstream_connection_opened("api", "127.0.0.1:9001");
         metrics.upstream_connection_opened("api", "127.0.0.1:9001");
         metrics.upstream_connection_closed("api", "127.0.0.1:9001");
@@ -837,7 +882,11 @@ mod tests {
                 "2",
             ),
             (
-                r#"levee_downstream_connections_rejected_total{listener="public"}"#,
+                r#"levee_downstream_connections_rejected_total{listener="public",reason="max_connections"}"#,
+                "1",
+            ),
+            (
+                r#"levee_downstream_connections_evicted_total{listener="public"}"#,
                 "1",
             ),
             (

@@ -1,5 +1,5 @@
 //! Listener behaviour end to end: SNI certificate selection, minimum TLS version, the
-//! connection limit, the keep-alive idle timeout, and listeners added by a reload.
+//! connection limit (idle connections make room), the keep-alive idle timeout, and listeners added by a reload.
 
 use std::sync::Arc;
 
@@ -104,9 +104,9 @@ async fn min_version_1_3_refuses_tls_1_2_clients() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_over_max_connections_are_closed_until_one_frees_up() {
+async fn busy_connections_at_max_connections_refuse_new_ones_and_idle_ones_make_room() {
     bounded(async {
-        let upstream = Server::http1().run().await;
+        let upstream = Server::http1().gated().run().await;
         let yaml = simple_config(&[upstream.addr()]).replace(
             "    address: 127.0.0.1:0\nadmin:",
             "    address: 127.0.0.1:0\n    limits:\n      max_connections: 2\nadmin:",
@@ -114,7 +114,7 @@ async fn connections_over_max_connections_are_closed_until_one_frees_up() {
         let gateway = TestGateway::start(&yaml).await.unwrap();
         let addr = gateway.addr("public");
 
-        // Two open keep-alive connections, each proven accepted by a completed request.
+        // Two connections, each with a request in flight (the upstream holds them).
         let mut held = Vec::new();
         for _ in 0..2 {
             let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -122,22 +122,31 @@ async fn connections_over_max_connections_are_closed_until_one_frees_up() {
                 .write_all(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
                 .await
                 .unwrap();
-            let reply = tcp::read_response(&mut stream).await.response();
-            assert_eq!(reply.status, 200);
             held.push(stream);
         }
+        assert!(eventually(200, || async { upstream.requests() == 2 }).await);
 
+        // Nothing is idle: the third connection is closed at accept.
         let third = client::get(&client::http1(), &client::url(addr, "/third")).await;
         assert!(third.is_err(), "a third connection was served: {third:?}");
 
-        drop(held.pop());
-        let freed = eventually(200, || async {
-            client::get(&client::http1(), &client::url(addr, "/after"))
-                .await
-                .is_ok_and(|r| r.status == StatusCode::OK)
-        })
-        .await;
-        assert!(freed, "a freed slot was not reused");
+        // Both answered, both idle keep-alive now: a new client gets the slot of the one idle
+        // the longest (whichever was answered first).
+        upstream.release();
+        for stream in &mut held {
+            let reply = tcp::read_response(stream).await.response();
+            assert_eq!(reply.status, 200);
+        }
+        let after = client::get(&client::http1(), &client::url(addr, "/after"))
+            .await
+            .unwrap();
+        assert_eq!(after.status, StatusCode::OK);
+        let [mut a, mut b] = <[_; 2]>::try_from(held).unwrap();
+        let closed = tokio::select! {
+            (closed, _) = tcp::closes_within_timeout(&mut a) => closed,
+            (closed, _) = tcp::closes_within_timeout(&mut b) => closed,
+        };
+        assert!(closed, "no idle connection was closed for the new one");
     })
     .await;
 }

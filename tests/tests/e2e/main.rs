@@ -22,4 +22,5 @@ mod request_path;
 mod resilience;
 mod routing;
 mod shutdown;
+mod slow_clients;
 mod streaming;

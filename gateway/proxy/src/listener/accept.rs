@@ -7,14 +7,13 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{ConnGuard, Settings, Tracker, serve};
+use super::{ConnGuard, Settings, Table, Tracker, serve};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 
@@ -32,9 +31,8 @@ pub(super) struct Shared {
     /// The address actually bound (the real port when port 0 was asked for).
     pub(super) local: SocketAddr,
     pub(super) settings: ArcSwap<Settings>,
-    /// Open connections of this listener, for `max_connections`. Shared with the listener's
-    /// previous socket after an address change, so its connections still count.
-    pub(super) open: Arc<AtomicUsize>,
+    /// Open connections of this listener.
+    pub(super) open: Arc<Table>,
     pub(super) proxy: Proxy,
     pub(super) metrics: Arc<Metrics>,
     /// `levee_downstream_connections_parked` of this listener.
@@ -74,10 +72,11 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// Starts serving an accepted connection, or closes it at once when the listener is full.
+/// Starts serving an accepted connection, or closes it at once when the listener is full (and
+/// has no idle connection to close instead) or the client has its most connections.
 fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     let settings = shared.settings.load_full();
-    let Some(guard) = ConnGuard::admit(shared, settings.limits.max_connections) else {
+    let Some(guard) = ConnGuard::admit(shared, &settings.limits, peer.ip()) else {
         tracing::debug!(listener = %shared.name, %peer, "connection limit reached; closing");
         return;
     };

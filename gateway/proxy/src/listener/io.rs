@@ -1,4 +1,5 @@
-//! The downstream IO wrapper: replays sniffed bytes and records when the connection last moved.
+//! The downstream IO wrapper: replays sniffed bytes and records when the connection last moved;
+//! and the response body wrapper that watches each response for `send_timeout`.
 //!
 //! Protocol detection on plain TCP reads the first bytes to look for the HTTP/2 preface; they are
 //! handed back to hyper first. hyper has no idle timeout for keep-alive connections, so the
@@ -10,15 +11,37 @@
 //! `idle_timeout`. So the wrapper also records when a request head starts: at accept, and then
 //! whenever bytes arrive while no request is being handled. The connection task closes the
 //! connection if that head has not reached the service within `header_read_timeout`.
+//!
+//! # Send progress
+//!
+//! A client that stops reading must not hold an upstream request for longer than
+//! `send_timeout`. Two things show that a response makes no progress, and the connection task
+//! looks at both ([`Activity::send_check`]):
+//!
+//! - a write to the socket that has stayed pending (HTTP/1.1, and HTTP/2 when the client does
+//!   not read the socket at all); and
+//! - a response body that hyper has not come back to since the body last had a frame for it
+//!   ([`Sending`]). hyper asks for the next frame only once the previous one is written
+//!   (HTTP/1.1) or once the stream's flow-control window has room (HTTP/2), so a client that
+//!   keeps an HTTP/2 window at zero stalls its streams without any write being pending. A body
+//!   that is waiting for its upstream is not owed anything; if the upstream's data arrives while
+//!   hyper is not polling, the body counts as owed from then on.
+//!
+//! Frames are handed over in slices of at most [`MAX_SLICE`], so a large buffered frame does not
+//! look stalled while a slow client is still reading it. A stalled body is cancelled: its
+//! upstream body is dropped at once (freeing the cluster's request and connection), and hyper
+//! gets an error the next time it polls (HTTP/2 resets the stream). When the connection wrote
+//! nothing else for `send_timeout` either, the whole connection is dropped.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use futures_util::task::AtomicWaker;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
@@ -29,6 +52,15 @@ use crate::body::{BoxError, ProxyBody};
 /// `head_ms` when no request head is pending.
 const NO_HEAD: u64 = u64::MAX;
 
+/// `owed_ms` and `write_blocked_ms` when nothing is owed or blocked.
+const NEVER: u64 = u64::MAX;
+
+/// Largest slice of a response's data frame handed to hyper at once. hyper asks for the next
+/// frame only when the last one is sent, so this is the least a client must take within each
+/// `send_timeout` (64 KiB every 30s by default, about 2 KiB/s). It is one default HTTP/2
+/// window, and hyper's HTTP/1 write buffer holds several.
+const MAX_SLICE: usize = 64 * 1024;
+
 /// When a connection last read or wrote, how many requests it is handling, and since when a
 /// request head has been arriving.
 #[derive(Debug)]
@@ -36,6 +68,12 @@ pub(super) struct Activity {
     start: Instant,
     /// Milliseconds since `start` of the last read or write.
     last_ms: AtomicU64,
+    /// Milliseconds since `start` of the last write that moved bytes.
+    last_write_ms: AtomicU64,
+    /// Since when a write has been pending, or [`NEVER`].
+    write_blocked_ms: AtomicU64,
+    /// The response bodies being sent, for `send_timeout`.
+    sends: Mutex<Vec<Arc<Sending>>>,
     /// Requests from the service call until their response body is done.
     in_flight: AtomicUsize,
     /// Requests started so far: a request that slips in while the connection is being parked
@@ -50,6 +88,8 @@ pub(super) struct Activity {
     idle_waiter: AtomicBool,
     /// Woken when the last request in flight ends, if `idle_waiter` was set.
     went_idle: Notify,
+    /// Notified once when the listener closes this idle connection to make room for a new one.
+    evicted: Notify,
 }
 
 // === impl Activity ===
@@ -59,6 +99,9 @@ impl Activity {
         Arc::new(Self {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
+            last_write_ms: AtomicU64::new(0),
+            write_blocked_ms: AtomicU64::new(NEVER),
+            sends: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
             // A new connection owes its first request head from the accept on.
@@ -66,6 +109,7 @@ impl Activity {
             head_started: Notify::new(),
             idle_waiter: AtomicBool::new(false),
             went_idle: Notify::new(),
+            evicted: Notify::new(),
         })
     }
 
@@ -77,6 +121,81 @@ impl Activity {
 
     fn touch(&self) {
         self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn on_write_result(&self, res: &Poll<io::Result<usize>>) {
+        match res {
+            Poll::Ready(Ok(n)) if *n > 0 => self.on_write(),
+            Poll::Pending => self.on_write_blocked(),
+            Poll::Ready(_) => {}
+        }
+    }
+
+    /// Bytes were written: the connection is making progress.
+    fn on_write(&self) {
+        let now = self.now_ms();
+        self.last_ms.store(now, Ordering::Relaxed);
+        self.last_write_ms.store(now, Ordering::Relaxed);
+        self.on_write_unblocked();
+    }
+
+    fn on_write_unblocked(&self) {
+        if self.write_blocked_ms.load(Ordering::Relaxed) != NEVER {
+            self.write_blocked_ms.store(NEVER, Ordering::Relaxed);
+        }
+    }
+
+    /// A write could not go out now: it is pending from now, unless it already was.
+    fn on_write_blocked(&self) {
+        if self.write_blocked_ms.load(Ordering::Relaxed) == NEVER {
+            self.write_blocked_ms
+                .store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.start + Duration::from_millis(ms)
+    }
+
+    fn sends(&self) -> MutexGuard<'_, Vec<Arc<Sending>>> {
+        self.sends.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Looks at what the connection owes its client (see the module docs): cancels every
+    /// response body that has been stalled for `send_timeout`, and says whether the connection
+    /// itself must be dropped and when to look again.
+    pub(super) fn send_check(&self, send_timeout: Duration) -> SendCheck {
+        let now = Instant::now();
+        let write_blocked = self.write_blocked_ms.load(Ordering::Relaxed);
+        if write_blocked != NEVER && now >= self.at(write_blocked) + send_timeout {
+            return SendCheck::Drop;
+        }
+        let mut next = now + send_timeout;
+        if write_blocked != NEVER {
+            next = next.min(self.at(write_blocked) + send_timeout);
+        }
+        let mut stalled = 0;
+        for sending in self.sends().iter() {
+            let owed = sending.owed_ms.load(Ordering::Relaxed);
+            if owed == NEVER {
+                continue;
+            }
+            let deadline = self.at(owed) + send_timeout;
+            if now >= deadline {
+                stalled += 1;
+                sending.cancel();
+            } else {
+                next = next.min(deadline);
+            }
+        }
+        if stalled > 0 {
+            let quiet_until = self.at(self.last_write_ms.load(Ordering::Relaxed)) + send_timeout;
+            if now >= quiet_until {
+                return SendCheck::Drop;
+            }
+            next = next.min(quiet_until);
+        }
+        SendCheck::Later(next)
     }
 
     /// Bytes arrived: they are activity, and they start a request head unless a request is
@@ -157,6 +276,24 @@ impl Activity {
             && Instant::now() >= self.idle_deadline(idle_timeout)
     }
 
+    /// Since when the connection has been idle (no request being handled), or `None` while one
+    /// is.
+    pub(super) fn idle_since(&self) -> Option<Instant> {
+        (self.in_flight.load(Ordering::Relaxed) == 0)
+            .then(|| self.at(self.last_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Asks the connection to close: the listener needs its slot. The request stays pending
+    /// for the connection task even if it is not waiting yet.
+    pub(super) fn evict(&self) {
+        self.evicted.notify_one();
+    }
+
+    /// Resolves once [`Activity::evict`] has been called.
+    pub(super) async fn evicted(&self) {
+        self.evicted.notified().await;
+    }
+
     /// Marks a request as being handled until the guard drops; its head has arrived.
     pub(super) fn request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -184,25 +321,110 @@ impl Drop for InFlight {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body that keeps its request counted as in flight until it is done, so bytes
-    /// the client sends meanwhile are not taken for the start of the next request head.
-    #[derive(Debug)]
-    pub(super) struct InFlightBody {
-        #[pin]
-        inner: ProxyBody,
-        in_flight: Option<InFlight>,
+/// What [`Activity::send_check`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SendCheck {
+    /// Nothing has progressed for `send_timeout`: drop the connection.
+    Drop,
+    /// Look again at this instant.
+    Later(Instant),
+}
+
+/// A response body on its way to the client, shared between the body hyper polls
+/// ([`InFlightBody`]) and the connection task, which cancels it once stalled.
+#[derive(Debug)]
+pub(super) struct Sending {
+    start: Instant,
+    /// Since when (milliseconds after `start`) hyper has owed the body a poll: from when the
+    /// response head was handed over, when the body last gave a frame, or when its upstream
+    /// woke it. [`NEVER`] while the body waits for its upstream, and once it is done.
+    owed_ms: AtomicU64,
+    /// hyper's waker from the last poll, woken when the upstream wakes the body.
+    task: AtomicWaker,
+    /// The upstream body and its in-flight count, until it ends or is cancelled.
+    body: Mutex<Option<(ProxyBody, InFlight)>>,
+    /// Set when [`Activity::send_check`] gave up on the body.
+    cancelled: AtomicBool,
+}
+
+// === impl Sending ===
+
+impl Sending {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).map_or(NEVER - 1, |ms| ms.min(NEVER - 1))
     }
+
+    fn body(&self) -> MutexGuard<'_, Option<(ProxyBody, InFlight)>> {
+        self.body.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Drops the upstream body now (freeing its upstream request and connection) and wakes
+    /// hyper, whose next poll gets an error.
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+        let body = self.body().take();
+        drop(body);
+        self.task.wake();
+    }
+}
+
+impl Wake for Sending {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // The upstream has something: from now on hyper owes the body a poll.
+        let now = self.now_ms();
+        let _ = self
+            .owed_ms
+            .compare_exchange(NEVER, now, Ordering::Relaxed, Ordering::Relaxed);
+        self.task.wake();
+    }
+}
+
+/// The error a cancelled response body ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the client took no part of the response within send_timeout")]
+pub(super) struct SendTimedOut;
+
+/// A response body that keeps its request counted as in flight until it is done, so bytes the
+/// client sends meanwhile are not taken for the start of the next request head, and that is
+/// watched for `send_timeout` (see the module docs).
+#[derive(Debug)]
+pub(super) struct InFlightBody {
+    sending: Arc<Sending>,
+    activity: Arc<Activity>,
+    /// The rest of a data frame larger than [`MAX_SLICE`].
+    rest: Bytes,
 }
 
 // === impl InFlightBody ===
 
 impl InFlightBody {
     pub(super) fn new(inner: ProxyBody, in_flight: InFlight) -> Self {
+        let activity = in_flight.0.clone();
+        let sending = Arc::new(Sending {
+            start: activity.start,
+            owed_ms: AtomicU64::new(NEVER),
+            task: AtomicWaker::new(),
+            body: Mutex::new(Some((inner, in_flight))),
+            cancelled: AtomicBool::new(false),
+        });
+        // hyper owes the body its first poll from the moment it has the response.
+        sending.owed_ms.store(sending.now_ms(), Ordering::Relaxed);
+        activity.sends().push(sending.clone());
         Self {
-            inner,
-            in_flight: Some(in_flight),
+            sending,
+            activity,
+            rest: Bytes::new(),
         }
+    }
+
+    /// The next slice of the frame being handed over.
+    fn slice(&mut self) -> Frame<Bytes> {
+        let n = self.rest.len().min(MAX_SLICE);
+        Frame::data(self.rest.split_to(n))
     }
 }
 
@@ -214,20 +436,89 @@ impl Body for InFlightBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let res = this.inner.poll_frame(cx);
-        if matches!(res, Poll::Ready(None | Some(Err(_)))) {
-            this.in_flight.take();
+        let this = self.get_mut();
+        let sending = &this.sending;
+        if sending.cancelled.load(Ordering::Relaxed) {
+            return Poll::Ready(Some(Err(SendTimedOut.into())));
         }
-        res
+        if !this.rest.is_empty() {
+            sending.owed_ms.store(sending.now_ms(), Ordering::Relaxed);
+            return Poll::Ready(Some(Ok(this.slice())));
+        }
+        let mut body = sending.body();
+        let Some((inner, _)) = body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        sending.task.register(cx.waker());
+        // Owed nothing while the upstream is polled: a wake-up from it (even during this poll)
+        // marks the body owed again.
+        sending.owed_ms.store(NEVER, Ordering::Relaxed);
+        let waker = Waker::from(sending.clone());
+        let res = Pin::new(inner).poll_frame(&mut Context::from_waker(&waker));
+        match res {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => {
+                sending.owed_ms.store(sending.now_ms(), Ordering::Relaxed);
+                match frame.into_data() {
+                    Ok(data) if data.len() > MAX_SLICE => {
+                        drop(body);
+                        this.rest = data;
+                        Poll::Ready(Some(Ok(this.slice())))
+                    }
+                    Ok(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Err(frame) => Poll::Ready(Some(Ok(frame))),
+                }
+            }
+            Poll::Ready(end) => {
+                // Done: the upstream body and the in-flight count go now.
+                let done = body.take();
+                drop(body);
+                drop(done);
+                Poll::Ready(end)
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        if self.sending.cancelled.load(Ordering::Relaxed) {
+            return false;
+        }
+        if !self.rest.is_empty() {
+            return false;
+        }
+        self.sending
+            .body()
+            .as_ref()
+            .is_none_or(|(inner, _)| inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let rest = self.rest.len() as u64;
+        let mut hint = match self.sending.body().as_ref() {
+            Some((inner, _)) => inner.size_hint(),
+            // Cancelled: it ends with an error, after an unknown number of bytes.
+            None if self.sending.cancelled.load(Ordering::Relaxed) => SizeHint::default(),
+            None => SizeHint::with_exact(0),
+        };
+        if rest > 0 {
+            hint.set_lower(hint.lower() + rest);
+            if let Some(upper) = hint.upper() {
+                hint.set_upper(upper + rest);
+            }
+        }
+        hint
+    }
+}
+
+impl Drop for InFlightBody {
+    fn drop(&mut self) {
+        self.activity
+            .sends()
+            .retain(|s| !Arc::ptr_eq(s, &self.sending));
+        // The upstream body holds wakers that point back at `sending`: drop it here, not with
+        // the last of them.
+        let body = self.sending.body().take();
+        drop(body);
     }
 }
 
@@ -308,9 +599,7 @@ impl<T: AsyncWrite> AsyncWrite for ConnIo<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let res = this.inner.poll_write(cx, buf);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
+        this.activity.on_write_result(&res);
         res
     }
 
@@ -321,9 +610,7 @@ impl<T: AsyncWrite> AsyncWrite for ConnIo<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let res = this.inner.poll_write_vectored(cx, bufs);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
+        this.activity.on_write_result(&res);
         res
     }
 
@@ -332,7 +619,16 @@ impl<T: AsyncWrite> AsyncWrite for ConnIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let this = self.project();
+        let res = this.inner.poll_flush(cx);
+        // TLS flushes its own buffer here, so a flush can be what waits for the client. A
+        // finished flush unblocks but is no progress of its own: it may have had nothing to do.
+        match res {
+            Poll::Ready(Ok(())) => this.activity.on_write_unblocked(),
+            Poll::Pending => this.activity.on_write_blocked(),
+            Poll::Ready(Err(_)) => {}
+        }
+        res
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

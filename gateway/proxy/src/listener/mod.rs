@@ -17,7 +17,7 @@ mod tls;
 mod tests;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -27,7 +27,8 @@ use levee_config::ListenerLimits;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::metrics::Metrics;
+use self::io::Activity;
+use crate::metrics::{Metrics, Rejection};
 use crate::proxy::Proxy;
 
 /// Binding or configuring a listener failed.
@@ -280,34 +281,96 @@ impl Tracker {
     }
 }
 
-/// Counts one open connection until dropped: on its listener (for `max_connections`), in the
-/// set (for drain), and in metrics.
+/// The open connections of one listener, for `max_connections` (closing the oldest idle one
+/// to make room) and `max_connections_per_client`. Shared with the listener's previous socket
+/// after an address change, so its connections still count.
+#[derive(Debug, Default)]
+pub(super) struct Table(Mutex<Connections>);
+
+#[derive(Debug, Default)]
+struct Connections {
+    /// Every open connection that counts against `max_connections`; one closed to make room
+    /// leaves at once, not when its socket is gone.
+    open: HashMap<u64, Arc<Activity>>,
+    /// Open sockets per client address, until each is gone.
+    per_client: HashMap<IpAddr, u32>,
+    next_id: u64,
+}
+
+// === impl Table ===
+
+impl Table {
+    fn lock(&self) -> MutexGuard<'_, Connections> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Counts one open connection until dropped: on its listener (for `max_connections` and
+/// `max_connections_per_client`), in the set (for drain), and in metrics.
 #[derive(Debug)]
 struct ConnGuard {
     shared: Arc<accept::Shared>,
+    id: u64,
+    client: IpAddr,
+    activity: Arc<Activity>,
 }
 
 // === impl ConnGuard ===
 
 impl ConnGuard {
-    /// Counts a new connection, or returns `None` (and counts a rejection) if the listener is
-    /// at its `max_connections`.
-    fn admit(shared: &Arc<accept::Shared>, max_connections: u32) -> Option<Self> {
-        let limit = max_connections as usize;
-        let admitted = shared
-            .open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .is_ok();
-        if !admitted {
-            shared.metrics.downstream_connection_rejected(&shared.name);
+    /// Counts a new connection from `client`, or returns `None` (and counts a rejection) if
+    /// the client is at `max_connections_per_client`, or the listener at `max_connections`
+    /// with no idle connection to close for it. An idle connection is one handling no
+    /// request; the one idle the longest goes first.
+    fn admit(
+        shared: &Arc<accept::Shared>,
+        limits: &ListenerLimits,
+        client: IpAddr,
+    ) -> Option<Self> {
+        let client = client.to_canonical();
+        let mut table = shared.open.lock();
+        let from_client = table.per_client.get(&client).copied().unwrap_or(0);
+        if limits
+            .max_connections_per_client
+            .is_some_and(|cap| from_client >= cap)
+        {
+            drop(table);
+            shared
+                .metrics
+                .downstream_connection_rejected(&shared.name, Rejection::PerClient);
             return None;
         }
+        if table.open.len() >= limits.max_connections as usize {
+            let oldest_idle = table
+                .open
+                .iter()
+                .filter_map(|(id, activity)| Some((activity.idle_since()?, *id)))
+                .min();
+            let Some((_, id)) = oldest_idle else {
+                drop(table);
+                shared
+                    .metrics
+                    .downstream_connection_rejected(&shared.name, Rejection::Full);
+                return None;
+            };
+            if let Some(idle) = table.open.remove(&id) {
+                idle.evict();
+                shared.metrics.downstream_connection_evicted(&shared.name);
+            }
+        }
+        let id = table.next_id;
+        table.next_id += 1;
+        let activity = Activity::new();
+        table.open.insert(id, activity.clone());
+        *table.per_client.entry(client).or_default() += 1;
+        drop(table);
         shared.metrics.downstream_connection_opened(&shared.name);
         shared.tracker.live.send_modify(|n| *n += 1);
         Some(Self {
             shared: shared.clone(),
+            id,
+            client,
+            activity,
         })
     }
 
@@ -326,7 +389,16 @@ impl ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.shared.open.fetch_sub(1, Ordering::AcqRel);
+        {
+            let mut table = self.shared.open.lock();
+            table.open.remove(&self.id);
+            if let Some(n) = table.per_client.get_mut(&self.client) {
+                *n -= 1;
+                if *n == 0 {
+                    table.per_client.remove(&self.client);
+                }
+            }
+        }
         self.shared
             .metrics
             .downstream_connection_closed(&self.shared.name);

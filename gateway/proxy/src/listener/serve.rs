@@ -43,7 +43,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
-use super::io::{Activity, ConnIo, InFlightBody};
+use super::io::{Activity, ConnIo, InFlightBody, SendCheck};
 use super::{ConnGuard, Settings};
 use crate::conn::ConnInfo;
 use crate::proxy::{Proxy, UpgradeHandoff, UpgradedIo};
@@ -81,7 +81,7 @@ pub(super) async fn serve(
     let name = guard.listener_name();
     let mut drain = guard.drain_signal();
     let limits = &settings.limits;
-    let activity = Activity::new();
+    let activity = guard.activity.clone();
     let client_ip = crate::conn::client_ip_value(peer.ip());
     let info = |tls: bool, sni: Option<&str>| {
         Arc::new(ConnInfo {
@@ -102,6 +102,7 @@ pub(super) async fn serve(
         abort: guard.abort_signal(),
         activity: activity.clone(),
         idle_timeout: limits.idle_timeout,
+        send_timeout: limits.send_timeout,
         header_read_timeout: None,
         parked: guard.shared.parked.clone(),
     };
@@ -123,6 +124,7 @@ pub(super) async fn serve(
                     }
                 },
                 () = signalled(&mut drain) => return,
+                () = activity.evicted() => return,
             };
             let (_, session) = tls_stream.get_ref();
             let h2 = session.alpn_protocol() == Some(b"h2");
@@ -147,6 +149,7 @@ pub(super) async fn serve(
                     }
                 },
                 () = signalled(&mut drain) => return,
+                () = activity.evicted() => return,
             };
             let (h2, prefix) = sniffed;
             let io = ConnIo::new(stream, prefix, activity.clone());
@@ -177,6 +180,8 @@ struct Control {
     abort: watch::Receiver<bool>,
     activity: Arc<Activity>,
     idle_timeout: Duration,
+    /// How long a response may make no progress; see [`super::io`].
+    send_timeout: Duration,
     /// Set for HTTP/1 only: how long a request head may take from its first byte.
     header_read_timeout: Option<Duration>,
     /// The listener's `levee_downstream_connections_parked`.
@@ -199,7 +204,7 @@ enum End {
     Done,
     /// The connection was idle and stopped so it can be parked.
     Park,
-    /// Dropped: aborted, or a request head too slow.
+    /// Dropped: aborted, a request head too slow, or a response making no progress.
     Dropped,
 }
 
@@ -380,6 +385,7 @@ where
         }
         () = signalled(&mut ctl.drain) => None,
         () = signalled(&mut ctl.abort) => None,
+        () = ctl.activity.evicted() => None,
     };
     if woke.is_some() {
         io.replay(Bytes::copy_from_slice(&byte));
@@ -389,7 +395,9 @@ where
 
 /// Polls `conn` (with `poll`) to completion, starting a graceful shutdown on drain, on
 /// idleness, or (with `release_after`) to park it once it has been idle that long; dropping it
-/// on abort or when a request head takes longer than the header-read timeout.
+/// on abort, when a request head takes longer than the header-read timeout, or when nothing
+/// has gone out for `send_timeout` while a response is owed (stalled responses alone are
+/// cancelled; see [`Activity::send_check`]).
 ///
 /// This runs around every request, so its timers and signal futures are made once and reset,
 /// not rebuilt on each wake-up. The connection is polled on every wake-up; the signals and
@@ -410,10 +418,12 @@ where
         abort,
         activity,
         idle_timeout,
+        send_timeout,
         header_read_timeout,
         parked: _,
     } = ctl;
-    let (idle_timeout, header_read_timeout) = (*idle_timeout, *header_read_timeout);
+    let (idle_timeout, send_timeout, header_read_timeout) =
+        (*idle_timeout, *send_timeout, *header_read_timeout);
     let activity: &Activity = activity;
     let mut shutting_down = false;
     // Waiting for a long request to end (see `Activity::wake_when_idle`).
@@ -432,7 +442,19 @@ where
     let head = sleep_until_some(header_read_timeout.and_then(|t| activity.head_deadline(t)));
     let head_started = activity.head_started();
     let went_idle = activity.went_idle();
-    tokio::pin!(drained, aborted, quiet, head, head_started, went_idle);
+    let evicted = activity.evicted();
+    // Responses owed to the client are looked at least this often; see `Activity::send_check`.
+    let send = tokio::time::sleep(send_timeout);
+    tokio::pin!(
+        drained,
+        aborted,
+        quiet,
+        head,
+        head_started,
+        went_idle,
+        send,
+        evicted
+    );
     let control = Arc::new(ControlWaker::default());
     let control_waker = Waker::from(control.clone());
 
@@ -452,6 +474,9 @@ where
             if !shutting_down && drained.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Drained);
             }
+            if !shutting_down && evicted.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Evicted);
+            }
             if header_read_timeout.is_some() && head_started.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::HeadStarted);
             }
@@ -463,6 +488,9 @@ where
             }
             if waiting && went_idle.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::WentIdle);
+            }
+            if send.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::SendTimer);
             }
             Poll::Pending
         })
@@ -484,7 +512,7 @@ where
             }
             Event::Aborted => return End::Dropped,
             // (A drain during parking needs nothing here: the parked wait sees it at once.)
-            Event::Drained => {
+            Event::Drained | Event::Evicted => {
                 shutdown(conn.as_mut());
                 shutting_down = true;
             }
@@ -530,6 +558,13 @@ where
                 went_idle.set(activity.went_idle());
                 quiet.as_mut().reset(activity.next_idle_check(quiet_after));
             }
+            Event::SendTimer => match activity.send_check(send_timeout) {
+                SendCheck::Drop => {
+                    tracing::debug!("no response progress within send_timeout; closing");
+                    return End::Dropped;
+                }
+                SendCheck::Later(at) => send.as_mut().reset(at),
+            },
         }
     }
 }
@@ -539,10 +574,13 @@ enum Event<E> {
     Conn(Result<(), E>),
     Aborted,
     Drained,
+    /// The listener closes this idle connection to make room for a new one.
+    Evicted,
     HeadStarted,
     HeadTimer,
     Quiet,
     WentIdle,
+    SendTimer,
 }
 
 /// The waker [`drive`] polls its signals and timers with: it notes that one of them fired,

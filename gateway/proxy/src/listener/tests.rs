@@ -42,7 +42,9 @@ fn limits() -> ListenerLimits {
         max_header_size: 64 * 1024,
         max_headers: 100,
         max_connections: 10_000,
+        max_connections_per_client: None,
         idle_timeout: Duration::from_secs(60),
+        send_timeout: Duration::from_secs(30),
         http2_max_concurrent_streams: 100,
         http2_max_pending_resets: 20,
     }
@@ -521,35 +523,73 @@ async fn idle_keep_alive_connections_are_closed() {
     assert!(ended.is_ok(), "idle HTTP/2 connection stays open");
 }
 
-#[tokio::test]
-async fn connections_over_max_connections_are_closed_at_accept() {
-    let mut l = listener("public");
-    l.limits.max_connections = 1;
-    let set = started(&[l]).await;
-    let addr = addr(&set, "public");
-
-    let mut first = TcpStream::connect(addr).await.expect("connect");
-    first
+/// An HTTP/1.1 connection to `addr` from `ip` (any 127/8 address reaches loopback on Linux)
+/// that has had one answer, so it was admitted, and is now idle keep-alive.
+async fn served_connection_from(addr: SocketAddr, ip: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{ip}:0").parse().expect("address"))
+        .expect("bind client");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    stream
         .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
         .await
         .expect("write");
-    assert!(read_head(&mut first).await.starts_with("HTTP/1.1 "));
-    assert_eq!(set.open_connections(), 1);
+    assert!(read_head(&mut stream).await.starts_with("HTTP/1.1 "));
+    stream
+}
 
-    let mut second = TcpStream::connect(addr).await.expect("kernel accepts");
-    let _ = second
+#[tokio::test]
+async fn the_oldest_idle_connection_makes_room_at_max_connections() {
+    let mut l = listener("public");
+    l.limits.max_connections = 2;
+    let set = started(&[l]).await;
+    let addr = addr(&set, "public");
+
+    // One client holds every slot with idle keep-alive connections.
+    let mut oldest = served_connection_from(addr, "127.0.0.1").await;
+    let mut newer = served_connection_from(addr, "127.0.0.1").await;
+    assert_eq!(set.open_connections(), 2);
+
+    // Another client is still served; the connection idle the longest is closed for it.
+    let other = served_connection_from(addr, "127.0.0.2").await;
+    assert!(
+        closed_by_peer(&mut oldest).await,
+        "the oldest idle connection is open"
+    );
+    assert!(eventually(|| set.open_connections() == 2).await);
+    newer
+        .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .expect("write");
+    assert!(read_head(&mut newer).await.contains("HTTP/1.1 "));
+    drop(other);
+}
+
+#[tokio::test]
+async fn a_client_over_max_connections_per_client_is_closed_at_accept() {
+    let mut l = listener("public");
+    l.limits.max_connections_per_client = Some(3);
+    let set = started(&[l]).await;
+    let addr = addr(&set, "public");
+
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(served_connection_from(addr, "127.0.0.1").await);
+    }
+    let mut fourth = TcpStream::connect(addr).await.expect("kernel accepts");
+    let _ = fourth
         .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
         .await;
-    let head = read_head(&mut second).await;
-    assert!(
-        head.is_empty(),
-        "over-limit connection was served: {head:?}"
-    );
+    let head = read_head(&mut fourth).await;
+    assert!(head.is_empty(), "a fourth connection was served: {head:?}");
 
-    drop(first);
-    assert!(eventually(|| set.open_connections() == 0).await);
-    let third = TcpStream::connect(addr).await.expect("connect");
-    assert_eq!(h1_request(third).await, Version::HTTP_11);
+    // Another address is still served, and a closed connection frees the client's place.
+    let other = served_connection_from(addr, "127.0.0.2").await;
+    drop(held.pop());
+    assert!(eventually(|| set.open_connections() == 3).await);
+    held.push(served_connection_from(addr, "127.0.0.1").await);
+    drop(other);
 }
 
 // === TLS ===
@@ -1147,4 +1187,84 @@ async fn head_deadline_runs_from_accept_and_then_from_the_first_byte_after_each_
     assert!(!activity.head_expired(timeout));
     tokio::time::advance(Duration::from_secs(5)).await;
     assert!(activity.head_expired(timeout));
+}
+
+// === send progress bookkeeping ===
+
+/// The result of polling `body` once, without waiting.
+fn poll_once(
+    body: &mut super::io::InFlightBody,
+) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, crate::body::BoxError>>> {
+    use http_body::Body;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(body).poll_frame(&mut cx)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_whose_upstream_data_hyper_stops_taking_is_cancelled_after_send_timeout() {
+    use super::io::{Activity, InFlightBody, SendCheck};
+
+    let timeout = Duration::from_secs(30);
+    let activity = Activity::new();
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, crate::body::BoxError>>(4);
+    let upstream =
+        http_body_util::StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+            .boxed();
+    let mut body = InFlightBody::new(upstream, activity.request());
+
+    // Waiting for the upstream owes the client nothing, however long it takes.
+    assert!(poll_once(&mut body).is_pending());
+    tokio::time::advance(timeout * 2).await;
+    assert!(matches!(activity.send_check(timeout), SendCheck::Later(_)));
+
+    // The upstream's data arrives, and hyper does not come back for it (an HTTP/2 window at
+    // zero): owed from now on.
+    tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"data"))))
+        .await
+        .expect("send");
+    let owed = tokio::time::Instant::now();
+    tokio::time::advance(timeout - Duration::from_millis(1)).await;
+    assert_eq!(
+        activity.send_check(timeout),
+        SendCheck::Later(owed + timeout)
+    );
+    assert!(!tx.is_closed());
+
+    // Stalled: the upstream body is dropped at once, hyper gets an error, and the connection
+    // (which wrote nothing) goes.
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(activity.send_check(timeout), SendCheck::Drop);
+    assert!(tx.is_closed(), "the upstream body is still held");
+    assert!(matches!(
+        poll_once(&mut body),
+        std::task::Poll::Ready(Some(Err(_)))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_frame_goes_in_slices_and_each_taken_slice_is_progress() {
+    use super::io::{Activity, InFlightBody, SendCheck};
+
+    let timeout = Duration::from_secs(30);
+    let activity = Activity::new();
+    let frame = Bytes::from(vec![7u8; 200 * 1024]);
+    let mut body = InFlightBody::new(crate::body::full(frame), activity.request());
+
+    let mut sizes = Vec::new();
+    loop {
+        match poll_once(&mut body) {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                sizes.push(frame.into_data().expect("data").len());
+            }
+            std::task::Poll::Ready(None) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+        // A slow client: most of a send_timeout between slices, and never stalled.
+        tokio::time::advance(timeout - Duration::from_secs(1)).await;
+        assert!(matches!(activity.send_check(timeout), SendCheck::Later(_)));
+    }
+    assert_eq!(sizes, [64 * 1024, 64 * 1024, 64 * 1024, 8 * 1024]);
+    use http_body::Body;
+    assert!(body.is_end_stream());
 }
