@@ -8,8 +8,8 @@
 use bytes::{BufMut, BytesMut};
 use http::HeaderMap;
 use http::header::{
-    CONNECTION, HOST, HeaderName, HeaderValue, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
-    UPGRADE,
+    AUTHORIZATION, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST,
+    HeaderName, HeaderValue, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
 /// The request id header, kept when valid and generated otherwise.
@@ -94,12 +94,43 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == PROXY_CONNECTION
 }
 
-/// Removes the headers a `connection` value names.
+/// Removes the headers a `connection` value names, except the end-to-end ones the message
+/// cannot do without (see [`is_end_to_end`]).
 fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
     for token in tokens(connection) {
-        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+        if let Ok(name) = HeaderName::from_bytes(token.as_bytes())
+            && !is_end_to_end(&name)
+        {
             headers.remove(name);
         }
+    }
+}
+
+/// Headers that `connection` may not remove: they say where the message goes, who sends it
+/// and what its body is, so dropping them would change the message, not the connection
+/// (`Connection: close, host` must not send the request upstream without its host). Envoy
+/// likewise never lets `connection` nominate the headers it routes and frames by.
+fn is_end_to_end(name: &HeaderName) -> bool {
+    name == HOST
+        || name == AUTHORIZATION
+        || name == COOKIE
+        || name == CONTENT_LENGTH
+        || name == CONTENT_TYPE
+        || name == CONTENT_ENCODING
+        || name == X_REQUEST_ID
+        || name == X_FORWARDED_FOR
+        || name == X_FORWARDED_PROTO
+}
+
+/// Whether the request's `transfer-encoding` is anything but one `chunked`: the gateway
+/// re-frames bodies, so another coding (`gzip, chunked`) would reach the upstream undone and
+/// unannounced. Such requests get 501, as nginx answers them.
+pub(crate) fn has_foreign_transfer_coding(headers: &HeaderMap) -> bool {
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter().flat_map(tokens);
+    match (codings.next(), codings.next()) {
+        (None, _) => false,
+        (Some(only), None) => !only.eq_ignore_ascii_case("chunked"),
+        (Some(_), Some(_)) => true,
     }
 }
 

@@ -204,6 +204,12 @@ impl Prepared {
                         )));
                     }
                 }
+            } else if headers::has_foreign_transfer_coding(response.headers()) {
+                // hyper undoes only the chunking; the rest of the coding would reach the
+                // client unannounced. Envoy rejects such responses the same way.
+                forwarded.result = Err(ProxyError::Upstream(UpstreamError::Protocol(
+                    "upstream used a transfer coding other than chunked".into(),
+                )));
             } else {
                 headers::strip_hop_by_hop(response.headers_mut(), false);
             }
