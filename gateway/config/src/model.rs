@@ -52,6 +52,32 @@ pub struct ListenerTls {
     pub certificates: Vec<CertificatePair>,
     /// Lowest TLS version accepted. Default `1.2`.
     pub min_version: TlsVersion,
+    /// Client certificate verification (mutual TLS). Default none: clients are not asked
+    /// for a certificate.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// Client certificate verification on a listener, like Envoy's `require_client_certificate`
+/// with a `trusted_ca`, or Traefik's `clientAuth`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientAuth {
+    /// PEM bundle of the CAs whose certificates clients may present. Re-read on every
+    /// reload, like the listener's certificates.
+    pub ca_file: PathBuf,
+    /// Whether a client must present a certificate. Default [`ClientAuthMode::Required`].
+    pub mode: ClientAuthMode,
+}
+
+/// Whether a client must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuthMode {
+    /// A handshake without a valid client certificate fails (Traefik's
+    /// `RequireAndVerifyClientCert`).
+    Required,
+    /// A client may present no certificate; one it presents must be valid (Traefik's
+    /// `VerifyClientCertIfGiven`).
+    Optional,
 }
 
 /// A certificate chain and its private key, as PEM files.
@@ -272,6 +298,8 @@ pub struct UpstreamTls {
     pub sni: String,
     /// PEM bundle of CA certificates to trust; the Mozilla roots when absent.
     pub ca_file: Option<PathBuf>,
+    /// Client certificate presented to the upstream (mutual TLS). Default none.
+    pub client_cert: Option<CertificatePair>,
 }
 
 /// Graceful shutdown timings.

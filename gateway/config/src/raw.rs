@@ -65,6 +65,29 @@ pub(crate) struct RawListenerTls {
     pub(crate) certificates: Vec<RawCertificatePair>,
     /// Lowest TLS version: `"1.2"` (default) or `"1.3"`.
     pub(crate) min_version: Option<RawTlsVersion>,
+    /// Client certificate verification (mutual TLS); none asked for when absent.
+    pub(crate) client_auth: Option<RawClientAuth>,
+}
+
+/// Client certificate verification on a listener.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ClientAuth")]
+pub(crate) struct RawClientAuth {
+    /// PEM bundle of the CAs that sign client certificates (relative to the config file).
+    pub(crate) ca_file: String,
+    /// `required` (default): no certificate, no handshake. `optional`: a client may send none,
+    /// but one it sends is verified.
+    pub(crate) mode: Option<RawClientAuthMode>,
+}
+
+/// Whether a client must present a certificate.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+#[schemars(rename = "ClientAuthMode")]
+pub(crate) enum RawClientAuthMode {
+    Required,
+    Optional,
 }
 
 /// A certificate chain and its key, as PEM files (relative to the config file).
@@ -290,6 +313,10 @@ pub(crate) struct RawUpstreamTls {
     pub(crate) sni: String,
     /// PEM CA bundle to trust; the Mozilla roots when absent.
     pub(crate) ca_file: Option<String>,
+    /// PEM client certificate chain presented to the upstream (mutual TLS); with `key`.
+    pub(crate) cert: Option<String>,
+    /// PEM private key of `cert`.
+    pub(crate) key: Option<String>,
 }
 
 /// Graceful shutdown.
