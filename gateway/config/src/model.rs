@@ -42,6 +42,13 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// Connection and request limits.
     pub limits: ListenerLimits,
+    /// Whether the listener's clients are trusted to set `x-request-id`, `Forwarded` and
+    /// `X-Real-IP` (another proxy in front of the gateway). Default `false`: a client's
+    /// `x-request-id` is replaced by a fresh one, its `Forwarded` and `X-Real-IP` are removed
+    /// and `X-Real-IP` is set to the peer address, as Envoy does for external requests
+    /// (`preserve_external_request_id: false`). When `true` they are kept (`X-Real-IP` is
+    /// set to the peer address only when absent).
+    pub trust_client_headers: bool,
 }
 
 /// TLS termination on a listener.

@@ -54,6 +54,9 @@ pub(crate) struct RawListener {
     pub(crate) tls: Option<RawListenerTls>,
     /// Connection and request limits.
     pub(crate) limits: Option<RawListenerLimits>,
+    /// Whether clients' `x-request-id`, `Forwarded` and `X-Real-IP` are believed. Default
+    /// `false`.
+    pub(crate) trust_client_headers: Option<bool>,
 }
 
 /// TLS termination on a listener.

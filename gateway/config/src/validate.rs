@@ -510,6 +510,7 @@ impl Checker<'_> {
             address,
             tls,
             limits,
+            trust_client_headers: raw.trust_client_headers.unwrap_or(false),
         }
     }
 

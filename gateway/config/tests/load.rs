@@ -133,6 +133,7 @@ listeners:
       idle_timeout: 90s
       http2_max_concurrent_streams: 200
       http2_max_pending_resets: 10
+    trust_client_headers: true
   - name: plain
     address: "[::1]:0"
 admin:
@@ -335,6 +336,7 @@ fn full_file_with_every_key_produces_the_expected_config() {
                     http2_max_concurrent_streams: 200,
                     http2_max_pending_resets: 10,
                 },
+                trust_client_headers: true,
             },
             Listener {
                 name: "plain".into(),
@@ -349,6 +351,7 @@ fn full_file_with_every_key_produces_the_expected_config() {
                     http2_max_concurrent_streams: 100,
                     http2_max_pending_resets: 20,
                 },
+                trust_client_headers: false,
             },
         ],
         admin: Admin {

@@ -534,6 +534,7 @@ mod tests {
                     http2_max_concurrent_streams: 100,
                     http2_max_pending_resets: 20,
                 },
+                trust_client_headers: false,
             }],
             admin: Admin {
                 address: ([127, 0, 0, 1], 0).into(),

@@ -21,6 +21,9 @@ pub struct ConnInfo {
     /// The client IP as a header value, for `x-forwarded-for`: formatted once per connection
     /// rather than on every request. See [`client_ip_value`].
     pub client_ip: HeaderValue,
+    /// Whether the client's `x-request-id`, `Forwarded` and `X-Real-IP` are believed (the
+    /// listener's `trust_client_headers`).
+    pub trust_client_headers: bool,
 }
 
 /// `ip` as a header value (`127.0.0.1`, `::1`).

@@ -114,6 +114,7 @@ impl ListenerSet {
             let settings = Arc::new(Settings {
                 limits: listener.limits.clone(),
                 tls,
+                trust_client_headers: listener.trust_client_headers,
             });
             let rebind = running
                 .get(&listener.name)
@@ -237,6 +238,7 @@ impl ListenerSet {
 struct Settings {
     limits: ListenerLimits,
     tls: Option<Arc<rustls::ServerConfig>>,
+    trust_client_headers: bool,
 }
 
 /// One bound listener with its accept loop.

@@ -91,6 +91,7 @@ pub(super) async fn serve(
             tls,
             sni: sni.map(Arc::from),
             client_ip: client_ip.clone(),
+            trust_client_headers: settings.trust_client_headers,
         })
     };
 

@@ -54,6 +54,7 @@ fn listener(name: &str) -> Listener {
         address: "127.0.0.1:0".parse().expect("address"),
         tls: None,
         limits: limits(),
+        trust_client_headers: false,
     }
 }
 

@@ -8,14 +8,16 @@
 use bytes::{BufMut, BytesMut};
 use http::HeaderMap;
 use http::header::{
-    AUTHORIZATION, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST,
-    HeaderName, HeaderValue, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    AUTHORIZATION, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, FORWARDED,
+    HOST, HeaderName, HeaderValue, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
 /// The request id header, kept when valid and generated otherwise.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The client address chain.
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// The client address, as nginx's `proxy_set_header X-Real-IP $remote_addr` sets it.
+pub(crate) const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// The scheme the client used to reach the gateway.
 pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
@@ -169,10 +171,22 @@ pub(crate) fn set_forwarding(
     }
 }
 
-/// The incoming `x-request-id` if it is valid (visible ASCII, 1 to 128 characters), else a new
-/// one of 128 random bits as 32 lower-case hex characters.
-pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID) {
+/// Sets `x-real-ip` to `client` (the peer address). An untrusted client's `forwarded` and
+/// `x-real-ip` are removed first, so the upstream never reads an address the client made up;
+/// a `trusted` one's (another proxy's) are kept.
+pub(crate) fn set_client_address(headers: &mut HeaderMap, client: &HeaderValue, trusted: bool) {
+    if !trusted {
+        headers.remove(FORWARDED);
+        headers.insert(X_REAL_IP, client.clone());
+    } else if !headers.contains_key(&X_REAL_IP) {
+        headers.insert(X_REAL_IP, client.clone());
+    }
+}
+
+/// The incoming `x-request-id` if the client is `trusted` and the id valid (visible ASCII, 1 to
+/// 128 characters), else a new one of 128 random bits as 32 lower-case hex characters.
+pub(crate) fn request_id(headers: &HeaderMap, trusted: bool) -> HeaderValue {
+    if trusted && let Some(id) = headers.get(&X_REQUEST_ID) {
         let bytes = id.as_bytes();
         if !bytes.is_empty()
             && bytes.len() <= MAX_REQUEST_ID_LEN
@@ -278,11 +292,12 @@ mod tests {
     #[test]
     fn keeps_valid_request_id_and_replaces_invalid_ones() {
         let h = map(&[("x-request-id", "abc-123")]);
-        assert_eq!(request_id(&h), "abc-123");
+        assert_eq!(request_id(&h, true), "abc-123");
+        assert_ne!(request_id(&h, false), "abc-123");
         let long = "a".repeat(129);
         for bad in ["", "has space", long.as_str()] {
             let h = map(&[("x-request-id", bad)]);
-            let id = request_id(&h);
+            let id = request_id(&h, true);
             assert_eq!(id.len(), 32);
             assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
         }

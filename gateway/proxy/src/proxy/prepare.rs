@@ -100,6 +100,11 @@ impl Prepared {
             conn.tls,
             routed.authority_only.as_ref(),
         );
+        headers::set_client_address(
+            &mut parts.headers,
+            &conn.client_ip,
+            conn.trust_client_headers,
+        );
         parts
             .headers
             .insert(X_REQUEST_ID, arrival.request_id().clone());

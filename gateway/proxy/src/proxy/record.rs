@@ -166,7 +166,7 @@ impl Arrival {
             method: req.method().clone(),
             path: req.uri().path_and_query().cloned(),
             version: req.version(),
-            request_id: super::headers::request_id(req.headers()),
+            request_id: super::headers::request_id(req.headers(), conn.trust_client_headers),
             reached: OnceLock::new(),
             trying: Mutex::new(None),
             recorded: false,

@@ -163,6 +163,7 @@ fn config(routes: Vec<cfg::Route>, clusters: Vec<cfg::Cluster>) -> cfg::Config {
                 http2_max_concurrent_streams: 100,
                 http2_max_pending_resets: 20,
             },
+            trust_client_headers: false,
         }],
         admin: cfg::Admin {
             address: "127.0.0.1:0".parse().expect("addr"),
@@ -204,6 +205,7 @@ async fn gateway_serving(
     let ctx = BuildContext::new(metrics.clone());
     let snapshot = Snapshot::build(Arc::new(config), 1, "test".into(), None, &ctx).expect("build");
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+    let trust_client_headers = snapshot.load().config.listeners[0].trust_client_headers;
     let proxy = Proxy::new(snapshot.clone(), metrics, access_log);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -216,6 +218,7 @@ async fn gateway_serving(
                 tls: false,
                 sni: None,
                 client_ip: crate::conn::client_ip_value(peer.ip()),
+                trust_client_headers,
             });
             let proxy = proxy.clone();
             tokio::spawn(async move {
@@ -397,10 +400,16 @@ async fn forwards_with_forwarding_headers_and_strips_hop_by_hop_both_ways() {
     }
 }
 
+/// `config` with its listener's `trust_client_headers` on.
+fn trusting(mut config: cfg::Config) -> cfg::Config {
+    config.listeners[0].trust_client_headers = true;
+    config
+}
+
 #[tokio::test]
-async fn keeps_a_valid_incoming_request_id() {
+async fn keeps_a_valid_incoming_request_id_from_a_trusted_client() {
     let (upstream, _) = echo_upstream().await;
-    let gw = simple_gateway(upstream, |_| {}).await;
+    let gw = gateway(trusting(simple_config(upstream, |_| {}))).await;
     let req = Request::get("/")
         .header("host", "app.test")
         .header("x-request-id", "trace-abc-123")
@@ -717,7 +726,7 @@ async fn http2_client_host_comes_from_authority() {
 async fn each_request_is_recorded_once_with_its_fields() {
     let (upstream, _) = echo_upstream().await;
     let (log, access_log) = CapturedLog::new();
-    let gw = simple_gateway_logged(upstream, |_| {}, access_log).await;
+    let gw = gateway_logged(trusting(simple_config(upstream, |_| {})), access_log).await;
 
     let req = Request::post("/rec?x=1")
         .header("host", "app.test")
@@ -1203,4 +1212,38 @@ async fn upstream_transfer_codings_other_than_chunked_get_502() {
     let (_stream, head) = raw_exchange(gw, "GET / HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 502"), "{head}");
     assert!(head.contains("x-levee-error: upstream-protocol"), "{head}");
+}
+
+/// Untrusted clients (the default) cannot choose their request id nor claim an address in
+/// `Forwarded` or `X-Real-IP`; trusted ones (a proxy in front) keep theirs.
+#[tokio::test]
+async fn client_request_id_forwarded_and_real_ip_are_kept_only_when_trusted() {
+    let (upstream, _) = echo_upstream().await;
+    let send = |gw| async move {
+        let req = Request::get("/")
+            .header("host", "app.test")
+            .header("x-request-id", "chosen-by-client")
+            .header("forwarded", "for=198.51.100.1")
+            .header("x-real-ip", "198.51.100.1")
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let response = send_h1(gw, req).await;
+        let id = response.headers()["x-request-id"].clone();
+        (id, json(response).await)
+    };
+
+    let untrusted = simple_gateway(upstream, |_| {}).await;
+    let (id, seen) = send(untrusted).await;
+    let h = &seen["headers"];
+    assert_ne!(id, "chosen-by-client");
+    assert_eq!(h["x-request-id"][0], id.to_str().expect("id"));
+    assert!(h.get("forwarded").is_none(), "{h}");
+    assert_eq!(h["x-real-ip"], serde_json::json!(["127.0.0.1"]));
+
+    let trusted = gateway(trusting(simple_config(upstream, |_| {}))).await;
+    let (id, seen) = send(trusted).await;
+    let h = &seen["headers"];
+    assert_eq!(id, "chosen-by-client");
+    assert_eq!(h["forwarded"][0], "for=198.51.100.1");
+    assert_eq!(h["x-real-ip"], serde_json::json!(["198.51.100.1"]));
 }
