@@ -73,6 +73,10 @@ pub struct ClientAuth {
     pub ca_file: PathBuf,
     /// Whether a client must present a certificate. Default [`ClientAuthMode::Required`].
     pub mode: ClientAuthMode,
+    /// Whether the verified client certificate is described to upstreams in
+    /// `x-forwarded-client-cert` (Envoy's XFCC: `Hash=<SHA-256 of the DER, hex>` and one
+    /// `DNS=<name>` per DNS name). Default `false`.
+    pub forward_client_cert: bool,
 }
 
 /// Whether a client must present a certificate.

@@ -82,6 +82,9 @@ pub(crate) struct RawClientAuth {
     /// `required` (default): no certificate, no handshake. `optional`: a client may send none,
     /// but one it sends is verified.
     pub(crate) mode: Option<RawClientAuthMode>,
+    /// Send the verified client certificate's details upstream in `x-forwarded-client-cert`.
+    /// Default `false`.
+    pub(crate) forward_client_cert: Option<bool>,
 }
 
 /// Whether a client must present a certificate.

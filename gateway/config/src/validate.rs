@@ -497,6 +497,7 @@ impl Checker<'_> {
                     None | Some(RawClientAuthMode::Required) => ClientAuthMode::Required,
                     Some(RawClientAuthMode::Optional) => ClientAuthMode::Optional,
                 },
+                forward_client_cert: auth.forward_client_cert.unwrap_or(false),
             });
             ListenerTls {
                 certificates,

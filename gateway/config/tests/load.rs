@@ -124,7 +124,7 @@ listeners:
         - { cert: certs/site.pem, key: certs/site.key }
         - { cert: /etc/levee/certs/other.pem, key: certs/other.key }
       min_version: "1.3"
-      client_auth: { ca_file: certs/clients-ca.pem, mode: optional }
+      client_auth: { ca_file: certs/clients-ca.pem, mode: optional, forward_client_cert: true }
     limits:
       header_read_timeout: 5s
       max_header_size: 32KiB
@@ -325,6 +325,7 @@ fn full_file_with_every_key_produces_the_expected_config() {
                     client_auth: Some(ClientAuth {
                         ca_file: path("/etc/levee/certs/clients-ca.pem"),
                         mode: ClientAuthMode::Optional,
+                        forward_client_cert: true,
                     }),
                 }),
                 limits: ListenerLimits {

@@ -115,6 +115,11 @@ impl ListenerSet {
                 limits: listener.limits.clone(),
                 tls,
                 trust_client_headers: listener.trust_client_headers,
+                forward_client_cert: listener
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.client_auth.as_ref())
+                    .is_some_and(|a| a.forward_client_cert),
             });
             let rebind = running
                 .get(&listener.name)
@@ -239,6 +244,8 @@ struct Settings {
     limits: ListenerLimits,
     tls: Option<Arc<rustls::ServerConfig>>,
     trust_client_headers: bool,
+    /// `tls.client_auth.forward_client_cert`.
+    forward_client_cert: bool,
 }
 
 /// One bound listener with its accept loop.

@@ -1186,7 +1186,11 @@ fn mtls_listener(
 ) -> Listener {
     let mut listener = tls_listener(name, vec![pair], TlsVersion::Tls12);
     if let Some(tls) = &mut listener.tls {
-        tls.client_auth = Some(ClientAuth { ca_file, mode });
+        tls.client_auth = Some(ClientAuth {
+            ca_file,
+            mode,
+            forward_client_cert: false,
+        });
     }
     listener
 }

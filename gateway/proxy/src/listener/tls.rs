@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use http::HeaderValue;
 use levee_config::{CertificatePair, ClientAuth, ClientAuthMode, ListenerTls, TlsVersion};
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
@@ -17,6 +18,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
 
 use super::ListenerError;
 
@@ -160,6 +162,25 @@ fn load_pair(
     let certified = CertifiedKey::from_der(chain, key, provider)
         .map_err(|e| format!("{} with {}: {e}", pair.cert.display(), pair.key.display()))?;
     Ok((certified, names))
+}
+
+/// The `x-forwarded-client-cert` element of a verified client certificate, as Envoy writes it:
+/// `Hash=` the SHA-256 of its DER in lower-case hex, then `;DNS=` each DNS name it holds.
+pub(super) fn client_cert_details(leaf: &CertificateDer<'_>) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::from("Hash=");
+    for byte in Sha256::digest(leaf.as_ref()) {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    if let Ok(cert) = webpki::EndEntityCert::try_from(leaf) {
+        for name in cert.valid_dns_names() {
+            out.push_str(";DNS=");
+            out.push_str(name);
+        }
+    }
+    // Hex digits and DNS names are always valid header text.
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("Hash="))
 }
 
 fn file_error(path: &Path, e: &rustls_pki_types::pem::Error) -> String {

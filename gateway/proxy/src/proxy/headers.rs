@@ -18,6 +18,9 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// The client address, as nginx's `proxy_set_header X-Real-IP $remote_addr` sets it.
 pub(crate) const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// The verified client certificate, as Envoy's XFCC.
+pub(crate) const X_FORWARDED_CLIENT_CERT: HeaderName =
+    HeaderName::from_static("x-forwarded-client-cert");
 /// The scheme the client used to reach the gateway.
 pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
@@ -183,6 +186,27 @@ pub(crate) fn set_client_address(headers: &mut HeaderMap, client: &HeaderValue, 
     }
 }
 
+/// Sets `x-forwarded-client-cert` to `cert`, the connection's verified client certificate (when
+/// the listener forwards it). An untrusted client's own value is removed first (Envoy's
+/// `SANITIZE_SET`), so no client can claim a certificate it did not present; a `trusted` one's
+/// is kept and `cert` appended to it (`APPEND_FORWARD`).
+pub(crate) fn set_client_cert(headers: &mut HeaderMap, cert: Option<&HeaderValue>, trusted: bool) {
+    if !trusted {
+        headers.remove(&X_FORWARDED_CLIENT_CERT);
+    }
+    let Some(cert) = cert else { return };
+    let value = match headers.get(&X_FORWARDED_CLIENT_CERT) {
+        Some(earlier) => {
+            let mut joined = BytesMut::from(earlier.as_bytes());
+            joined.put_slice(b",");
+            joined.put_slice(cert.as_bytes());
+            HeaderValue::from_maybe_shared(joined.freeze()).unwrap_or_else(|_| cert.clone())
+        }
+        None => cert.clone(),
+    };
+    headers.insert(X_FORWARDED_CLIENT_CERT, value);
+}
+
 /// The incoming `x-request-id` if the client is `trusted` and the id valid (visible ASCII, 1 to
 /// 128 characters), else a new one of 128 random bits as 32 lower-case hex characters.
 pub(crate) fn request_id(headers: &HeaderMap, trusted: bool) -> HeaderValue {
@@ -287,6 +311,23 @@ mod tests {
         set_forwarding(&mut h, &HeaderValue::from_static("::1"), true, None);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, ::1");
         assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn client_cert_header_is_replaced_unless_trusted_then_appended() {
+        let ours = HeaderValue::from_static("Hash=ab;DNS=c.test");
+        let mut h = map(&[("x-forwarded-client-cert", "Hash=forged")]);
+        set_client_cert(&mut h, None, false);
+        assert!(!h.contains_key("x-forwarded-client-cert"));
+        let mut h = map(&[("x-forwarded-client-cert", "Hash=forged")]);
+        set_client_cert(&mut h, Some(&ours), false);
+        assert_eq!(h["x-forwarded-client-cert"], "Hash=ab;DNS=c.test");
+        let mut h = map(&[("x-forwarded-client-cert", "Hash=front")]);
+        set_client_cert(&mut h, Some(&ours), true);
+        assert_eq!(
+            h["x-forwarded-client-cert"],
+            "Hash=front,Hash=ab;DNS=c.test"
+        );
     }
 
     #[test]

@@ -105,6 +105,11 @@ impl Prepared {
             &conn.client_ip,
             conn.trust_client_headers,
         );
+        headers::set_client_cert(
+            &mut parts.headers,
+            conn.client_cert.as_ref(),
+            conn.trust_client_headers,
+        );
         parts
             .headers
             .insert(X_REQUEST_ID, arrival.request_id().clone());

@@ -219,6 +219,7 @@ async fn gateway_serving(
                 sni: None,
                 client_ip: crate::conn::client_ip_value(peer.ip()),
                 trust_client_headers,
+                client_cert: None,
             });
             let proxy = proxy.clone();
             tokio::spawn(async move {
