@@ -868,6 +868,42 @@ async fn reload_keeps_pools_only_when_connection_settings_are_unchanged() {
     assert!(!Arc::ptr_eq(&second.pools, &third.pools));
 }
 
+#[test]
+fn reload_rebuilds_pools_when_the_client_certificate_content_changes() {
+    let dir = TempDir::new();
+    let (ca_file, _) = private_ca(&dir, "upstream.test", &[]);
+    let clients = test_ca();
+    let pair = levee_config::CertificatePair {
+        cert: dir.0.join("client.pem"),
+        key: dir.0.join("client.key"),
+    };
+    let issue = || {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["gateway.test".to_owned()])
+            .expect("params")
+            .signed_by(&key, &clients)
+            .expect("client cert");
+        std::fs::write(&pair.cert, cert.pem()).expect("write cert");
+        std::fs::write(&pair.key, key.serialize_pem()).expect("write key");
+    };
+    issue();
+    let metrics = Metrics::new();
+    let mut config = cluster_config("mtls", &["127.0.0.1:1".parse().expect("addr")]);
+    config.tls = Some(UpstreamTls {
+        sni: "upstream.test".into(),
+        ca_file: Some(ca_file),
+        client_cert: Some(pair.clone()),
+    });
+    let first = Cluster::build(&config, None, &metrics).expect("build");
+    let second = Cluster::build(&config, Some(&first), &metrics).expect("build");
+    assert!(Arc::ptr_eq(&first.pools, &second.pools));
+
+    // A rotated certificate at the same paths must reach new connections.
+    issue();
+    let third = Cluster::build(&config, Some(&second), &metrics).expect("build");
+    assert!(!Arc::ptr_eq(&second.pools, &third.pools));
+}
+
 #[tokio::test]
 async fn reload_rebuilds_pools_when_the_ca_file_content_changes() {
     let dir = TempDir::new();
