@@ -42,6 +42,13 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// Connection and request limits.
     pub limits: ListenerLimits,
+    /// Whether the listener's clients are trusted to set `x-request-id`, `Forwarded` and
+    /// `X-Real-IP` (another proxy in front of the gateway). Default `false`: a client's
+    /// `x-request-id` is replaced by a fresh one, its `Forwarded` and `X-Real-IP` are removed
+    /// and `X-Real-IP` is set to the peer address, as Envoy does for external requests
+    /// (`preserve_external_request_id: false`). When `true` they are kept (`X-Real-IP` is
+    /// set to the peer address only when absent).
+    pub trust_client_headers: bool,
     /// How request paths are normalised before routing.
     pub path_normalization: PathNormalization,
 }
@@ -89,6 +96,36 @@ pub struct ListenerTls {
     pub certificates: Vec<CertificatePair>,
     /// Lowest TLS version accepted. Default `1.2`.
     pub min_version: TlsVersion,
+    /// Client certificate verification (mutual TLS). Default none: clients are not asked
+    /// for a certificate.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// Client certificate verification on a listener, like Envoy's `require_client_certificate`
+/// with a `trusted_ca`, or Traefik's `clientAuth`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientAuth {
+    /// PEM bundle of the CAs whose certificates clients may present. Re-read on every
+    /// reload, like the listener's certificates.
+    pub ca_file: PathBuf,
+    /// Whether a client must present a certificate. Default [`ClientAuthMode::Required`].
+    pub mode: ClientAuthMode,
+    /// Whether the verified client certificate is described to upstreams in
+    /// `x-forwarded-client-cert` (Envoy's XFCC: `Hash=<SHA-256 of the DER, hex>` and one
+    /// `DNS=<name>` per DNS name). Default `false`.
+    pub forward_client_cert: bool,
+}
+
+/// Whether a client must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuthMode {
+    /// A handshake without a valid client certificate fails (Traefik's
+    /// `RequireAndVerifyClientCert`).
+    Required,
+    /// A client may present no certificate; one it presents must be valid (Traefik's
+    /// `VerifyClientCertIfGiven`).
+    Optional,
 }
 
 /// A certificate chain and its private key, as PEM files.
@@ -322,6 +359,8 @@ pub struct UpstreamTls {
     pub sni: String,
     /// PEM bundle of CA certificates to trust; the Mozilla roots when absent.
     pub ca_file: Option<PathBuf>,
+    /// Client certificate presented to the upstream (mutual TLS). Default none.
+    pub client_cert: Option<CertificatePair>,
 }
 
 /// Graceful shutdown timings.

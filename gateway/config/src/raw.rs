@@ -54,6 +54,9 @@ pub(crate) struct RawListener {
     pub(crate) tls: Option<RawListenerTls>,
     /// Connection and request limits.
     pub(crate) limits: Option<RawListenerLimits>,
+    /// Whether clients' `x-request-id`, `Forwarded` and `X-Real-IP` are believed. Default
+    /// `false`.
+    pub(crate) trust_client_headers: Option<bool>,
     /// How request paths are normalised before routing.
     pub(crate) path_normalization: Option<RawPathNormalization>,
 }
@@ -89,6 +92,32 @@ pub(crate) struct RawListenerTls {
     pub(crate) certificates: Vec<RawCertificatePair>,
     /// Lowest TLS version: `"1.2"` (default) or `"1.3"`.
     pub(crate) min_version: Option<RawTlsVersion>,
+    /// Client certificate verification (mutual TLS); none asked for when absent.
+    pub(crate) client_auth: Option<RawClientAuth>,
+}
+
+/// Client certificate verification on a listener.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ClientAuth")]
+pub(crate) struct RawClientAuth {
+    /// PEM bundle of the CAs that sign client certificates (relative to the config file).
+    pub(crate) ca_file: String,
+    /// `required` (default): no certificate, no handshake. `optional`: a client may send none,
+    /// but one it sends is verified.
+    pub(crate) mode: Option<RawClientAuthMode>,
+    /// Send the verified client certificate's details upstream in `x-forwarded-client-cert`.
+    /// Default `false`.
+    pub(crate) forward_client_cert: Option<bool>,
+}
+
+/// Whether a client must present a certificate.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+#[schemars(rename = "ClientAuthMode")]
+pub(crate) enum RawClientAuthMode {
+    Required,
+    Optional,
 }
 
 /// A certificate chain and its key, as PEM files (relative to the config file).
@@ -319,6 +348,10 @@ pub(crate) struct RawUpstreamTls {
     pub(crate) sni: String,
     /// PEM CA bundle to trust; the Mozilla roots when absent.
     pub(crate) ca_file: Option<String>,
+    /// PEM client certificate chain presented to the upstream (mutual TLS); with `key`.
+    pub(crate) cert: Option<String>,
+    /// PEM private key of `cert`.
+    pub(crate) key: Option<String>,
 }
 
 /// Graceful shutdown.

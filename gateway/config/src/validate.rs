@@ -491,9 +491,18 @@ impl Checker<'_> {
                 None | Some(RawTlsVersion::Tls12) => TlsVersion::Tls12,
                 Some(RawTlsVersion::Tls13) => TlsVersion::Tls13,
             };
+            let client_auth = tls.client_auth.map(|auth| ClientAuth {
+                ca_file: self.file(&format!("{tls_key}.client_auth.ca_file"), &auth.ca_file),
+                mode: match auth.mode {
+                    None | Some(RawClientAuthMode::Required) => ClientAuthMode::Required,
+                    Some(RawClientAuthMode::Optional) => ClientAuthMode::Optional,
+                },
+                forward_client_cert: auth.forward_client_cert.unwrap_or(false),
+            });
             ListenerTls {
                 certificates,
                 min_version,
+                client_auth,
             }
         });
         let limits = self.listener_limits(&child(key, "limits"), raw.limits);
@@ -514,6 +523,7 @@ impl Checker<'_> {
             tls,
             limits,
             path_normalization,
+            trust_client_headers: raw.trust_client_headers.unwrap_or(false),
         }
     }
 
@@ -915,7 +925,32 @@ impl Checker<'_> {
                 .ca_file
                 .as_deref()
                 .map(|f| self.file(&format!("{key}.tls.ca_file"), f));
-            UpstreamTls { sni, ca_file }
+            let client_cert = match (tls.cert.as_deref(), tls.key.as_deref()) {
+                (Some(cert), Some(key_file)) => Some(CertificatePair {
+                    cert: self.file(&format!("{key}.tls.cert"), cert),
+                    key: self.file(&format!("{key}.tls.key"), key_file),
+                }),
+                (None, None) => None,
+                (Some(_), None) => {
+                    self.err(
+                        format!("{key}.tls.key"),
+                        "`cert` needs its private key in `key`",
+                    );
+                    None
+                }
+                (None, Some(_)) => {
+                    self.err(
+                        format!("{key}.tls.cert"),
+                        "`key` needs its certificate chain in `cert`",
+                    );
+                    None
+                }
+            };
+            UpstreamTls {
+                sni,
+                ca_file,
+                client_cert,
+            }
         });
         Cluster {
             name: raw.name,

@@ -36,6 +36,9 @@ fn all_files() -> Files {
             "/etc/levee/certs/other.key",
             "/etc/levee/secrets/admin-token",
             "/etc/levee/certs/ca.pem",
+            "/etc/levee/certs/clients-ca.pem",
+            "/etc/levee/certs/client.pem",
+            "/etc/levee/certs/client.key",
             "/etc/levee/pages/sorry.html",
             "/etc/levee/plugins/shed.wasm",
             "/opt/audit.wasm",
@@ -121,6 +124,7 @@ listeners:
         - { cert: certs/site.pem, key: certs/site.key }
         - { cert: /etc/levee/certs/other.pem, key: certs/other.key }
       min_version: "1.3"
+      client_auth: { ca_file: certs/clients-ca.pem, mode: optional, forward_client_cert: true }
     limits:
       header_read_timeout: 5s
       max_header_size: 32KiB
@@ -134,6 +138,7 @@ listeners:
     path_normalization:
       merge_slashes: false
       action: reject
+    trust_client_headers: true
   - name: plain
     address: "[::1]:0"
 admin:
@@ -195,7 +200,7 @@ clusters:
     idle_timeout: 20s
     max_idle_per_endpoint: 8
     protocol: http2
-    tls: { sni: API.internal, ca_file: certs/ca.pem }
+    tls: { sni: API.internal, ca_file: certs/ca.pem, cert: certs/client.pem, key: certs/client.key }
     health_check:
       method: head
       path: /ready
@@ -322,6 +327,11 @@ fn full_file_with_every_key_produces_the_expected_config() {
                         },
                     ],
                     min_version: TlsVersion::Tls13,
+                    client_auth: Some(ClientAuth {
+                        ca_file: path("/etc/levee/certs/clients-ca.pem"),
+                        mode: ClientAuthMode::Optional,
+                        forward_client_cert: true,
+                    }),
                 }),
                 limits: ListenerLimits {
                     header_read_timeout: Duration::from_secs(5),
@@ -338,6 +348,7 @@ fn full_file_with_every_key_produces_the_expected_config() {
                     merge_slashes: false,
                     action: PathAction::Reject,
                 },
+                trust_client_headers: true,
             },
             Listener {
                 name: "plain".into(),
@@ -358,6 +369,7 @@ fn full_file_with_every_key_produces_the_expected_config() {
                     merge_slashes: true,
                     action: PathAction::Normalize,
                 },
+                trust_client_headers: false,
             },
         ],
         admin: Admin {
@@ -536,6 +548,10 @@ fn full_file_with_every_key_produces_the_expected_config() {
                 tls: Some(UpstreamTls {
                     sni: "api.internal".into(),
                     ca_file: Some(path("/etc/levee/certs/ca.pem")),
+                    client_cert: Some(CertificatePair {
+                        cert: path("/etc/levee/certs/client.pem"),
+                        key: path("/etc/levee/certs/client.key"),
+                    }),
                 }),
                 health_check: Some(HealthCheck {
                     kind: HealthCheckKind::Http(HttpHealthCheck {
@@ -887,9 +903,9 @@ fn listener_address_must_be_ip_and_port() {
 
 #[test]
 fn referenced_files_must_exist() {
-    let text = "listeners:\n  - name: a\n    address: 127.0.0.1:8443\n    tls:\n      certificates:\n        - cert: certs/site.pem\n          key: certs/site.key\n\
+    let text = "listeners:\n  - name: a\n    address: 127.0.0.1:8443\n    tls:\n      certificates:\n        - cert: certs/site.pem\n          key: certs/site.key\n      client_auth: { ca_file: certs/clients.pem }\n\
                 admin: { token_file: secrets/admin-token }\n\
-                clusters:\n  - name: c\n    endpoints: [ { address: 127.0.0.1:1 } ]\n    tls: { sni: a.internal, ca_file: /nowhere/ca.pem }\n";
+                clusters:\n  - name: c\n    endpoints: [ { address: 127.0.0.1:1 } ]\n    tls: { sni: a.internal, ca_file: /nowhere/ca.pem, cert: me.pem, key: me.key }\n";
     let e = load_with(text, &Files(HashSet::new())).unwrap_err();
     assert_error(
         text,
@@ -916,10 +932,55 @@ fn referenced_files_must_exist() {
         text,
         &e,
         "clusters[0].tls.ca_file",
-        "ca_file",
+        "ca_file: /nowhere",
         "file `/nowhere/ca.pem` not found",
     );
-    assert_eq!(e.0.len(), 4, "{e}");
+    assert_error(
+        text,
+        &e,
+        "listeners[0].tls.client_auth.ca_file",
+        "ca_file: certs/clients",
+        "file `certs/clients.pem` not found",
+    );
+    assert_error(
+        text,
+        &e,
+        "clusters[0].tls.cert",
+        "cert: me",
+        "file `me.pem` not found",
+    );
+    assert_error(
+        text,
+        &e,
+        "clusters[0].tls.key",
+        "key: me",
+        "file `me.key` not found",
+    );
+    assert_eq!(e.0.len(), 7, "{e}");
+}
+
+#[test]
+fn upstream_client_cert_and_key_come_together() {
+    for (tls, key, needle, msg) in [
+        (
+            "{ sni: a.internal, cert: certs/site.pem }",
+            "clusters[0].tls.key",
+            "tls:",
+            "needs its private key",
+        ),
+        (
+            "{ sni: a.internal, key: certs/site.key }",
+            "clusters[0].tls.cert",
+            "tls:",
+            "needs its certificate chain",
+        ),
+    ] {
+        let text = with_listener(&format!(
+            "clusters:\n  - name: c\n    endpoints: [ {{ address: 127.0.0.1:1 }} ]\n    tls: {tls}\n"
+        ));
+        let e = errors(&text);
+        assert_error(&text, &e, key, needle, msg);
+    }
 }
 
 #[test]

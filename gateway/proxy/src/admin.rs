@@ -537,6 +537,7 @@ mod tests {
                     http2_max_pending_resets: 20,
                 },
                 path_normalization: Default::default(),
+                trust_client_headers: false,
             }],
             admin: Admin {
                 address: ([127, 0, 0, 1], 0).into(),

@@ -23,6 +23,12 @@ pub struct ConnInfo {
     pub client_ip: HeaderValue,
     /// The listener's path normalisation, applied to every request before routing.
     pub path_normalization: levee_config::PathNormalization,
+    /// Whether the client's `x-request-id`, `Forwarded` and `X-Real-IP` are believed (the
+    /// listener's `trust_client_headers`).
+    pub trust_client_headers: bool,
+    /// The verified client certificate as an `x-forwarded-client-cert` element, when the
+    /// listener's `client_auth.forward_client_cert` asks for it and the client sent one.
+    pub client_cert: Option<HeaderValue>,
 }
 
 /// `ip` as a header value (`127.0.0.1`, `::1`).

@@ -439,11 +439,16 @@ fn watched_files(config_path: &Path, config: &Config) -> Vec<PathBuf> {
                 files.push(pair.cert.clone());
                 files.push(pair.key.clone());
             }
+            if let Some(auth) = &tls.client_auth {
+                files.push(auth.ca_file.clone());
+            }
         }
     }
-    for cluster in &config.clusters {
-        if let Some(ca) = cluster.tls.as_ref().and_then(|tls| tls.ca_file.clone()) {
-            files.push(ca);
+    for tls in config.clusters.iter().filter_map(|c| c.tls.as_ref()) {
+        files.extend(tls.ca_file.clone());
+        if let Some(pair) = &tls.client_cert {
+            files.push(pair.cert.clone());
+            files.push(pair.key.clone());
         }
     }
     // A replaced `.wasm` hot-swaps its plugin.

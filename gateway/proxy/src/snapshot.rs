@@ -455,6 +455,7 @@ mod tests {
         later.tls = Some(levee_config::UpstreamTls {
             sni: "later.test".into(),
             ca_file: Some("/nonexistent/levee-test/ca.pem".into()),
+            client_cert: None,
         });
         config.clusters.push(later);
         Arc::new(config)

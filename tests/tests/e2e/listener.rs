@@ -269,3 +269,72 @@ clusters:
     })
     .await;
 }
+
+/// Mutual TLS with `forward_client_cert`: the upstream learns the certificate the client
+/// verifiably presented, as Envoy's XFCC, and never one a client wrote into the header itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_client_certificate_is_forwarded_and_a_forged_one_is_not() {
+    bounded(async {
+        let upstream = Server::http1().run().await;
+        let dir = TempDir::new();
+        let ca = Ca::new(dir.path(), "mtls");
+        ca.issue("a", &["a.test"]);
+        let client_leaf = ca.issue_client("client", &["client.test"]);
+        let yaml = format!(
+            "listeners:
+  - name: secure
+    address: 127.0.0.1:0
+    tls:
+      certificates:
+        - {{ cert: a.pem, key: a.key }}
+      client_auth: {{ ca_file: mtls-ca.pem, mode: optional, forward_client_cert: true }}
+admin:
+  address: 127.0.0.1:0
+routes:
+  - name: all
+    match: {{ path_prefix: / }}
+    cluster: backend
+clusters:
+  - name: backend
+    endpoints:
+      - address: {}
+",
+            upstream.addr()
+        );
+        dir.write(CONFIG_FILE, yaml);
+        let gateway = TestGateway::start_in(dir, CONFIG_FILE, false)
+            .await
+            .expect("gateway starts");
+        let addr = gateway.addr("secure");
+        let forged = || {
+            Request::get("/")
+                .header("host", "a.test")
+                .header("x-forwarded-client-cert", "Hash=forged;DNS=admin.test")
+                .body(body::empty())
+                .unwrap()
+        };
+
+        let config = client_leaf.client_config(&ca, &[b"http/1.1"]);
+        let (tls, _) = client::tls_connect(addr, "a.test", config).await.unwrap();
+        let reply = client::send_h1(tls, forged()).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        let xfcc = reply
+            .echoed_header("x-forwarded-client-cert")
+            .expect("xfcc");
+        let (hash, dns) = xfcc
+            .strip_prefix("Hash=")
+            .and_then(|rest| rest.split_once(';'))
+            .unwrap_or_else(|| panic!("{xfcc}"));
+        assert_eq!(hash.len(), 64, "{xfcc}");
+        assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()), "{xfcc}");
+        assert_eq!(dns, "DNS=client.test");
+
+        let (tls, _) = client::tls_connect(addr, "a.test", ca.client_config(&[b"http/1.1"]))
+            .await
+            .unwrap();
+        let reply = client::send_h1(tls, forged()).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.echoed_header("x-forwarded-client-cert"), None);
+    })
+    .await;
+}

@@ -116,6 +116,12 @@ impl ListenerSet {
                 limits: listener.limits.clone(),
                 path_normalization: listener.path_normalization,
                 tls,
+                trust_client_headers: listener.trust_client_headers,
+                forward_client_cert: listener
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.client_auth.as_ref())
+                    .is_some_and(|a| a.forward_client_cert),
             });
             let rebind = running
                 .get(&listener.name)
@@ -240,6 +246,9 @@ struct Settings {
     limits: ListenerLimits,
     path_normalization: levee_config::PathNormalization,
     tls: Option<Arc<rustls::ServerConfig>>,
+    trust_client_headers: bool,
+    /// `tls.client_auth.forward_client_cert`.
+    forward_client_cert: bool,
 }
 
 /// One bound listener with its accept loop.

@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
-use http::StatusCode;
 use http::header::UPGRADE;
+use http::{HeaderValue, StatusCode};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -83,7 +83,7 @@ pub(super) async fn serve(
     let limits = &settings.limits;
     let activity = guard.activity.clone();
     let client_ip = crate::conn::client_ip_value(peer.ip());
-    let info = |tls: bool, sni: Option<&str>| {
+    let info = |tls: bool, sni: Option<&str>, client_cert: Option<HeaderValue>| {
         Arc::new(ConnInfo {
             peer,
             local,
@@ -92,6 +92,8 @@ pub(super) async fn serve(
             sni: sni.map(Arc::from),
             client_ip: client_ip.clone(),
             path_normalization: settings.path_normalization,
+            trust_client_headers: settings.trust_client_headers,
+            client_cert,
         })
     };
 
@@ -128,7 +130,13 @@ pub(super) async fn serve(
             };
             let (_, session) = tls_stream.get_ref();
             let h2 = session.alpn_protocol() == Some(b"h2");
-            let info = info(true, session.server_name());
+            let client_cert = match session.peer_certificates() {
+                Some([leaf, ..]) if settings.forward_client_cert => {
+                    Some(super::tls::client_cert_details(leaf))
+                }
+                _ => None,
+            };
+            let info = info(true, session.server_name(), client_cert);
             let io = ConnIo::new(tls_stream, Bytes::new(), activity.clone());
             Box::pin(run(io, h2, info, proxy, limits, ctl)).await;
         }
@@ -153,7 +161,7 @@ pub(super) async fn serve(
             };
             let (h2, prefix) = sniffed;
             let io = ConnIo::new(stream, prefix, activity.clone());
-            Box::pin(run(io, h2, info(false, None), proxy, limits, ctl)).await;
+            Box::pin(run(io, h2, info(false, None, None), proxy, limits, ctl)).await;
         }
     }
     drop(guard);

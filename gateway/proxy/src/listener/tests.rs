@@ -12,12 +12,12 @@ use http::{Request, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use levee_config::{
-    Admin, CertificatePair, Config, Listener, ListenerLimits, ListenerTls, Log, Shutdown,
-    TlsVersion,
+    Admin, CertificatePair, ClientAuth, ClientAuthMode, Config, Listener, ListenerLimits,
+    ListenerTls, Log, Shutdown, TlsVersion,
 };
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -57,6 +57,7 @@ fn listener(name: &str) -> Listener {
         tls: None,
         limits: limits(),
         path_normalization: Default::default(),
+        trust_client_headers: false,
     }
 }
 
@@ -190,6 +191,31 @@ impl Pki {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config
     }
+
+    /// A client trusting this CA that presents a certificate issued by `issuer`, if any.
+    fn client_presenting(&self, issuer: Option<&Pki>) -> ClientConfig {
+        let Some(issuer) = issuer else {
+            return self.client(&[], BOTH);
+        };
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(vec!["client.test".to_owned()])
+            .expect("params")
+            .signed_by(&key, &issuer.issuer)
+            .expect("client cert");
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).expect("CA pem"))
+            .expect("add CA");
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(BOTH)
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key pem"),
+            )
+            .expect("client auth cert")
+    }
 }
 
 fn tls_listener(name: &str, certificates: Vec<CertificatePair>, min: TlsVersion) -> Listener {
@@ -197,6 +223,7 @@ fn tls_listener(name: &str, certificates: Vec<CertificatePair>, min: TlsVersion)
         tls: Some(ListenerTls {
             certificates,
             min_version: min,
+            client_auth: None,
         }),
         ..listener(name)
     }
@@ -1267,4 +1294,123 @@ async fn a_large_frame_goes_in_slices_and_each_taken_slice_is_progress() {
     assert_eq!(sizes, [64 * 1024, 64 * 1024, 64 * 1024, 8 * 1024]);
     use http_body::Body;
     assert!(body.is_end_stream());
+}
+
+// === mutual TLS ===
+
+/// A TLS listener `name` that verifies client certificates against `ca_file` in `mode`.
+fn mtls_listener(
+    name: &str,
+    pair: CertificatePair,
+    ca_file: PathBuf,
+    mode: ClientAuthMode,
+) -> Listener {
+    let mut listener = tls_listener(name, vec![pair], TlsVersion::Tls12);
+    if let Some(tls) = &mut listener.tls {
+        tls.client_auth = Some(ClientAuth {
+            ca_file,
+            mode,
+            forward_client_cert: false,
+        });
+    }
+    listener
+}
+
+/// Whether a client with `config` gets an HTTP response from `addr`. With TLS 1.3 the client
+/// finishes its side of the handshake before the server checked its certificate, so only a
+/// request shows whether the server accepted it.
+async fn served(addr: SocketAddr, config: ClientConfig) -> bool {
+    let Ok(mut tls) = tls_connect(addr, "a.test", config).await else {
+        return false;
+    };
+    if tls
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 12];
+    matches!(
+        tokio::time::timeout(PATIENCE, tls.read_exact(&mut buf)).await,
+        Ok(Ok(_)) if buf.starts_with(b"HTTP/1.1 ")
+    )
+}
+
+#[tokio::test]
+async fn required_client_auth_accepts_only_certificates_of_its_ca() {
+    let dir = TempDir::new();
+    let (server, clients, strangers) = (Pki::new(), Pki::new(), Pki::new());
+    let (pair, _) = server.leaf(&dir, "a", &["a.test"]);
+    let ca_file = dir.path("clients-ca.pem");
+    std::fs::write(&ca_file, &clients.ca_pem).expect("write CA");
+    let set = started(&[mtls_listener("m", pair, ca_file, ClientAuthMode::Required)]).await;
+    let at = addr(&set, "m");
+
+    assert!(
+        !served(at, server.client_presenting(None)).await,
+        "no certificate"
+    );
+    assert!(served(at, server.client_presenting(Some(&clients))).await);
+    assert!(
+        !served(at, server.client_presenting(Some(&strangers))).await,
+        "a certificate of another CA"
+    );
+}
+
+#[tokio::test]
+async fn optional_client_auth_accepts_no_certificate_but_verifies_one_given() {
+    let dir = TempDir::new();
+    let (server, clients, strangers) = (Pki::new(), Pki::new(), Pki::new());
+    let (pair, _) = server.leaf(&dir, "a", &["a.test"]);
+    let ca_file = dir.path("clients-ca.pem");
+    std::fs::write(&ca_file, &clients.ca_pem).expect("write CA");
+    let set = started(&[mtls_listener("m", pair, ca_file, ClientAuthMode::Optional)]).await;
+    let at = addr(&set, "m");
+
+    assert!(served(at, server.client_presenting(None)).await);
+    assert!(served(at, server.client_presenting(Some(&clients))).await);
+    assert!(
+        !served(at, server.client_presenting(Some(&strangers))).await,
+        "a certificate of another CA"
+    );
+}
+
+#[tokio::test]
+async fn replaced_client_ca_applies_to_new_handshakes_after_apply() {
+    let dir = TempDir::new();
+    let (server, old, new) = (Pki::new(), Pki::new(), Pki::new());
+    let (pair, _) = server.leaf(&dir, "a", &["a.test"]);
+    let ca_file = dir.path("clients-ca.pem");
+    std::fs::write(&ca_file, &old.ca_pem).expect("write CA");
+    let listeners = [mtls_listener(
+        "m",
+        pair,
+        ca_file.clone(),
+        ClientAuthMode::Required,
+    )];
+    let set = started(&listeners).await;
+    assert!(served(addr(&set, "m"), server.client_presenting(Some(&old))).await);
+
+    std::fs::write(&ca_file, &new.ca_pem).expect("replace CA");
+    set.apply(&listeners).await.expect("reload");
+    let at = addr(&set, "m");
+    assert!(served(at, server.client_presenting(Some(&new))).await);
+    assert!(!served(at, server.client_presenting(Some(&old))).await);
+}
+
+#[tokio::test]
+async fn unreadable_client_ca_fails_the_apply_with_the_listener_named() {
+    let dir = TempDir::new();
+    let server = Pki::new();
+    let (pair, _) = server.leaf(&dir, "a", &["a.test"]);
+    let empty = dir.path("empty.pem");
+    std::fs::write(&empty, "").expect("write");
+    let set = listener_set();
+    let err = set
+        .apply(&[mtls_listener("m", pair, empty, ClientAuthMode::Required)])
+        .await
+        .expect_err("an empty CA bundle must fail");
+    assert_eq!(err.name, "m");
+    assert!(err.reason.contains("empty.pem"), "{}", err.reason);
 }

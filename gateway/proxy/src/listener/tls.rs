@@ -1,19 +1,24 @@
 //! TLS termination: loads a listener's certificates and picks one per handshake by SNI.
 //!
-//! Certificates are re-read from disk on every `apply()`, so a reload (triggered by the watcher
-//! when a certificate file changes) swaps in the new files for new handshakes without a rebind.
+//! Certificates, and the CA bundle that client certificates are verified against (mutual
+//! TLS, `tls.client_auth`), are re-read from disk on every `apply()`, so a reload (triggered by
+//! the watcher when one of these files changes) swaps in the new files for new handshakes
+//! without a rebind.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use levee_config::{CertificatePair, ListenerTls, TlsVersion};
-use rustls::ServerConfig;
+use http::HeaderValue;
+use levee_config::{CertificatePair, ClientAuth, ClientAuthMode, ListenerTls, TlsVersion};
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
 
 use super::ListenerError;
 
@@ -32,13 +37,45 @@ pub(super) fn load(name: &str, tls: &ListenerTls) -> Result<Arc<ServerConfig>, L
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
-        .map_err(|e| err(format!("TLS setup: {e}")))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .map_err(|e| err(format!("TLS setup: {e}")))?;
+    let builder = match &tls.client_auth {
+        Some(auth) => {
+            builder.with_client_cert_verifier(client_verifier(auth, provider).map_err(err)?)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// The verifier of client certificates: chains to a CA of `auth.ca_file` (read now), and
+/// with `mode: optional` no certificate at all is also accepted.
+fn client_verifier(
+    auth: &ClientAuth,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let path = &auth.ca_file;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| file_error(path, &e))? {
+        let cert = cert.map_err(|e| file_error(path, &e))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no CA certificate in file", path.display()));
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let builder = match auth.mode {
+        ClientAuthMode::Required => builder,
+        ClientAuthMode::Optional => builder.allow_unauthenticated(),
+    };
+    builder
+        .build()
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Picks a certificate by the client's SNI: exact SAN names first, then `*.suffix` wildcard
@@ -125,6 +162,25 @@ fn load_pair(
     let certified = CertifiedKey::from_der(chain, key, provider)
         .map_err(|e| format!("{} with {}: {e}", pair.cert.display(), pair.key.display()))?;
     Ok((certified, names))
+}
+
+/// The `x-forwarded-client-cert` element of a verified client certificate, as Envoy writes it:
+/// `Hash=` the SHA-256 of its DER in lower-case hex, then `;DNS=` each DNS name it holds.
+pub(super) fn client_cert_details(leaf: &CertificateDer<'_>) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::from("Hash=");
+    for byte in Sha256::digest(leaf.as_ref()) {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    if let Ok(cert) = webpki::EndEntityCert::try_from(leaf) {
+        for name in cert.valid_dns_names() {
+            out.push_str(";DNS=");
+            out.push_str(name);
+        }
+    }
+    // Hex digits and DNS names are always valid header text.
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("Hash="))
 }
 
 fn file_error(path: &Path, e: &rustls_pki_types::pem::Error) -> String {

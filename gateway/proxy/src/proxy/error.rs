@@ -51,6 +51,10 @@ pub enum ProxyError {
     /// The request is malformed (for example an absolute-form target that disagrees with Host).
     #[error("{0}")]
     BadRequest(&'static str),
+    /// The request uses a feature the gateway does not implement (a transfer coding other
+    /// than `chunked`); 501, as nginx answers.
+    #[error("{0}")]
+    NotImplemented(&'static str),
     /// No route matches the request.
     #[error("no route matches this request")]
     NoRoute,
@@ -122,6 +126,7 @@ impl ProxyError {
         match self {
             ProxyError::MethodNotAllowed => "method-not-allowed",
             ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::NotImplemented(_) => "not-implemented",
             ProxyError::NoRoute => "no-route",
             ProxyError::PayloadTooLarge { .. } => "payload-too-large",
             ProxyError::NoHealthyEndpoint(_) => "no-healthy-endpoint",
@@ -142,6 +147,7 @@ impl ProxyError {
         match self {
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoHealthyEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -164,6 +170,7 @@ impl ProxyError {
         match self {
             ProxyError::MethodNotAllowed
             | ProxyError::BadRequest(_)
+            | ProxyError::NotImplemented(_)
             | ProxyError::PayloadTooLarge { .. }
             | ProxyError::RequestBody
             | ProxyError::RequestTimeout => ErrorSource::Downstream,
@@ -189,6 +196,7 @@ impl ProxyError {
             ProxyError::NoHealthyEndpoint(_) => RetryType::Safe,
             ProxyError::MethodNotAllowed
             | ProxyError::BadRequest(_)
+            | ProxyError::NotImplemented(_)
             | ProxyError::NoRoute
             | ProxyError::PayloadTooLarge { .. }
             | ProxyError::CircuitOpen { .. }

@@ -8,14 +8,19 @@
 use bytes::{BufMut, BytesMut};
 use http::HeaderMap;
 use http::header::{
-    CONNECTION, HOST, HeaderName, HeaderValue, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
-    UPGRADE,
+    AUTHORIZATION, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, FORWARDED,
+    HOST, HeaderName, HeaderValue, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
 /// The request id header, kept when valid and generated otherwise.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The client address chain.
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// The client address, as nginx's `proxy_set_header X-Real-IP $remote_addr` sets it.
+pub(crate) const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// The verified client certificate, as Envoy's XFCC.
+pub(crate) const X_FORWARDED_CLIENT_CERT: HeaderName =
+    HeaderName::from_static("x-forwarded-client-cert");
 /// The scheme the client used to reach the gateway.
 pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
@@ -94,12 +99,43 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == PROXY_CONNECTION
 }
 
-/// Removes the headers a `connection` value names.
+/// Removes the headers a `connection` value names, except the end-to-end ones the message
+/// cannot do without (see [`is_end_to_end`]).
 fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
     for token in tokens(connection) {
-        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+        if let Ok(name) = HeaderName::from_bytes(token.as_bytes())
+            && !is_end_to_end(&name)
+        {
             headers.remove(name);
         }
+    }
+}
+
+/// Headers that `connection` may not remove: they say where the message goes, who sends it
+/// and what its body is, so dropping them would change the message, not the connection
+/// (`Connection: close, host` must not send the request upstream without its host). Envoy
+/// likewise never lets `connection` nominate the headers it routes and frames by.
+fn is_end_to_end(name: &HeaderName) -> bool {
+    name == HOST
+        || name == AUTHORIZATION
+        || name == COOKIE
+        || name == CONTENT_LENGTH
+        || name == CONTENT_TYPE
+        || name == CONTENT_ENCODING
+        || name == X_REQUEST_ID
+        || name == X_FORWARDED_FOR
+        || name == X_FORWARDED_PROTO
+}
+
+/// Whether the request's `transfer-encoding` is anything but one `chunked`: the gateway
+/// re-frames bodies, so another coding (`gzip, chunked`) would reach the upstream undone and
+/// unannounced. Such requests get 501, as nginx answers them.
+pub(crate) fn has_foreign_transfer_coding(headers: &HeaderMap) -> bool {
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter().flat_map(tokens);
+    match (codings.next(), codings.next()) {
+        (None, _) => false,
+        (Some(only), None) => !only.eq_ignore_ascii_case("chunked"),
+        (Some(_), Some(_)) => true,
     }
 }
 
@@ -138,10 +174,43 @@ pub(crate) fn set_forwarding(
     }
 }
 
-/// The incoming `x-request-id` if it is valid (visible ASCII, 1 to 128 characters), else a new
-/// one of 128 random bits as 32 lower-case hex characters.
-pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID) {
+/// Sets `x-real-ip` to `client` (the peer address). An untrusted client's `forwarded` and
+/// `x-real-ip` are removed first, so the upstream never reads an address the client made up;
+/// a `trusted` one's (another proxy's) are kept.
+pub(crate) fn set_client_address(headers: &mut HeaderMap, client: &HeaderValue, trusted: bool) {
+    if !trusted {
+        headers.remove(FORWARDED);
+        headers.insert(X_REAL_IP, client.clone());
+    } else if !headers.contains_key(&X_REAL_IP) {
+        headers.insert(X_REAL_IP, client.clone());
+    }
+}
+
+/// Sets `x-forwarded-client-cert` to `cert`, the connection's verified client certificate (when
+/// the listener forwards it). An untrusted client's own value is removed first (Envoy's
+/// `SANITIZE_SET`), so no client can claim a certificate it did not present; a `trusted` one's
+/// is kept and `cert` appended to it (`APPEND_FORWARD`).
+pub(crate) fn set_client_cert(headers: &mut HeaderMap, cert: Option<&HeaderValue>, trusted: bool) {
+    if !trusted {
+        headers.remove(&X_FORWARDED_CLIENT_CERT);
+    }
+    let Some(cert) = cert else { return };
+    let value = match headers.get(&X_FORWARDED_CLIENT_CERT) {
+        Some(earlier) => {
+            let mut joined = BytesMut::from(earlier.as_bytes());
+            joined.put_slice(b",");
+            joined.put_slice(cert.as_bytes());
+            HeaderValue::from_maybe_shared(joined.freeze()).unwrap_or_else(|_| cert.clone())
+        }
+        None => cert.clone(),
+    };
+    headers.insert(X_FORWARDED_CLIENT_CERT, value);
+}
+
+/// The incoming `x-request-id` if the client is `trusted` and the id valid (visible ASCII, 1 to
+/// 128 characters), else a new one of 128 random bits as 32 lower-case hex characters.
+pub(crate) fn request_id(headers: &HeaderMap, trusted: bool) -> HeaderValue {
+    if trusted && let Some(id) = headers.get(&X_REQUEST_ID) {
         let bytes = id.as_bytes();
         if !bytes.is_empty()
             && bytes.len() <= MAX_REQUEST_ID_LEN
@@ -245,13 +314,31 @@ mod tests {
     }
 
     #[test]
+    fn client_cert_header_is_replaced_unless_trusted_then_appended() {
+        let ours = HeaderValue::from_static("Hash=ab;DNS=c.test");
+        let mut h = map(&[("x-forwarded-client-cert", "Hash=forged")]);
+        set_client_cert(&mut h, None, false);
+        assert!(!h.contains_key("x-forwarded-client-cert"));
+        let mut h = map(&[("x-forwarded-client-cert", "Hash=forged")]);
+        set_client_cert(&mut h, Some(&ours), false);
+        assert_eq!(h["x-forwarded-client-cert"], "Hash=ab;DNS=c.test");
+        let mut h = map(&[("x-forwarded-client-cert", "Hash=front")]);
+        set_client_cert(&mut h, Some(&ours), true);
+        assert_eq!(
+            h["x-forwarded-client-cert"],
+            "Hash=front,Hash=ab;DNS=c.test"
+        );
+    }
+
+    #[test]
     fn keeps_valid_request_id_and_replaces_invalid_ones() {
         let h = map(&[("x-request-id", "abc-123")]);
-        assert_eq!(request_id(&h), "abc-123");
+        assert_eq!(request_id(&h, true), "abc-123");
+        assert_ne!(request_id(&h, false), "abc-123");
         let long = "a".repeat(129);
         for bad in ["", "has space", long.as_str()] {
             let h = map(&[("x-request-id", bad)]);
-            let id = request_id(&h);
+            let id = request_id(&h, true);
             assert_eq!(id.len(), 32);
             assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
         }

@@ -3,9 +3,10 @@
 //! [`Proxy::call`] loads the snapshot once (the request finishes on it, whatever reloads
 //! happen meanwhile) and runs the stages in order. Each stage is a value handed to the next:
 //!
-//! 1. [`Routed`] (`routed.rs`): the downstream checks (`CONNECT` refused, the host from the
-//!    absolute-form target or `Host`/`:authority`, a target that disagrees with `Host`
-//!    refused), the route ([`crate::route`]) or 404, then admission (rate limit, fault
+//! 1. [`Routed`] (`routed.rs`): the downstream checks (`CONNECT` refused, a transfer coding
+//!    other than `chunked` refused, the host from the absolute-form target or
+//!    `Host`/`:authority`, a target that disagrees with `Host`, names another scheme than
+//!    HTTP or carries userinfo refused, Host required of HTTP/1.1), the route ([`crate::route`]) or 404, then admission (rate limit, fault
 //!    injection);
 //! 2. [`Prepared`] (`prepare.rs`): request id and header rewriting ([`headers`]), the plugins'
 //!    `on-request`, the body limit ([`limit`]) and the body kept for retries ([`replay`]);
@@ -52,7 +53,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::header::{HOST, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response, Uri};
+use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use levee_plugin_host::Hook;
 
@@ -262,16 +263,36 @@ fn downstream_host(
             }
             Some(host)
         }
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400, whatever its target
+        // (nginx and Envoy answer the same); HTTP/1.0 predates Host.
+        (None, _) if req.version() == Version::HTTP_11 => {
+            return Err(ProxyError::BadRequest(
+                "an HTTP/1.1 request must have a Host header",
+            ));
+        }
         (None, _) => None,
     };
+    // The gateway speaks HTTP only: `ftp://` or `ws://` in the target (or an HTTP/2
+    // `:scheme`) names a protocol it does not proxy.
+    if let Some(scheme) = req.uri().scheme_str()
+        && !scheme.eq_ignore_ascii_case("http")
+        && !scheme.eq_ignore_ascii_case("https")
+    {
+        return Err(ProxyError::BadRequest(
+            "the request target's scheme is not http or https",
+        ));
+    }
     let Some(authority) = req.uri().authority() else {
         return Ok((host_header, None));
     };
-    // `host:port` without any `user@`: credentials in the target are no part of the host.
-    let host_port = authority
-        .as_str()
-        .rsplit_once('@')
-        .map_or(authority.as_str(), |(_, h)| h);
+    // RFC 9110 §4.2.4 deprecates userinfo and RFC 9113 §8.3.1 forbids it in `:authority`;
+    // a host with credentials attached is refused rather than guessed at.
+    if authority.as_str().contains('@') {
+        return Err(ProxyError::BadRequest(
+            "the request target carries userinfo (user@host)",
+        ));
+    }
+    let host_port = authority.as_str();
     match host_header {
         Some(host) if !authority.host().eq_ignore_ascii_case(strip_port(host)) => Err(
             ProxyError::BadRequest("the request target and the Host header name different hosts"),

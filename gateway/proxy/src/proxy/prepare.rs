@@ -100,6 +100,16 @@ impl Prepared {
             conn.tls,
             routed.authority_only.as_ref(),
         );
+        headers::set_client_address(
+            &mut parts.headers,
+            &conn.client_ip,
+            conn.trust_client_headers,
+        );
+        headers::set_client_cert(
+            &mut parts.headers,
+            conn.client_cert.as_ref(),
+            conn.trust_client_headers,
+        );
         parts
             .headers
             .insert(X_REQUEST_ID, arrival.request_id().clone());
@@ -204,6 +214,12 @@ impl Prepared {
                         )));
                     }
                 }
+            } else if headers::has_foreign_transfer_coding(response.headers()) {
+                // hyper undoes only the chunking; the rest of the coding would reach the
+                // client unannounced. Envoy rejects such responses the same way.
+                forwarded.result = Err(ProxyError::Upstream(UpstreamError::Protocol(
+                    "upstream used a transfer coding other than chunked".into(),
+                )));
             } else {
                 headers::strip_hop_by_hop(response.headers_mut(), false);
             }

@@ -166,7 +166,7 @@ impl Arrival {
             method: req.method().clone(),
             path: req.uri().path_and_query().cloned(),
             version: req.version(),
-            request_id: super::headers::request_id(req.headers()),
+            request_id: super::headers::request_id(req.headers(), conn.trust_client_headers),
             reached: OnceLock::new(),
             trying: Mutex::new(None),
             recorded: false,
@@ -201,6 +201,9 @@ impl Arrival {
         // The answer stays whole for the record; only its response leaves.
         let mut response = std::mem::replace(&mut answer.response, Response::new(body::empty()));
         let status = response.status();
+        // The status line is the gateway's: an HTTP/1.0 upstream's reply to an HTTP/1.1
+        // client goes out as HTTP/1.1 (hyper writes whatever version the response holds).
+        *response.version_mut() = self.version;
         response
             .headers_mut()
             .insert(X_REQUEST_ID, self.request_id.clone());

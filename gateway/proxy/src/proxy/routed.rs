@@ -19,7 +19,7 @@ use super::hooks::{self, OnFailure};
 use super::prepare::Prepared;
 use super::record::Arrival;
 use super::retry::Retries;
-use super::{downstream_host, fallback, fault};
+use super::{downstream_host, fallback, fault, headers};
 use crate::body::ProxyBody;
 use crate::conn::ConnInfo;
 use crate::metrics::Metrics;
@@ -54,6 +54,11 @@ impl<'s> Routed<'s> {
     ) -> Result<Routed<'s>, ProxyError> {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed);
+        }
+        if headers::has_foreign_transfer_coding(req.headers()) {
+            return Err(ProxyError::NotImplemented(
+                "the only transfer coding the gateway accepts is chunked",
+            ));
         }
         let (host, authority_only) = downstream_host(req)?;
         let route = snapshot

@@ -166,6 +166,7 @@ fn config(routes: Vec<cfg::Route>, clusters: Vec<cfg::Cluster>) -> cfg::Config {
                 http2_max_pending_resets: 20,
             },
             path_normalization: Default::default(),
+            trust_client_headers: false,
         }],
         admin: cfg::Admin {
             address: "127.0.0.1:0".parse().expect("addr"),
@@ -207,6 +208,7 @@ async fn gateway_serving(
     let ctx = BuildContext::new(metrics.clone());
     let snapshot = Snapshot::build(Arc::new(config), 1, "test".into(), None, &ctx).expect("build");
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+    let trust_client_headers = snapshot.load().config.listeners[0].trust_client_headers;
     let proxy = Proxy::new(snapshot.clone(), metrics, access_log);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -220,6 +222,8 @@ async fn gateway_serving(
                 sni: None,
                 client_ip: crate::conn::client_ip_value(peer.ip()),
                 path_normalization: Default::default(),
+                trust_client_headers,
+                client_cert: None,
             });
             let proxy = proxy.clone();
             tokio::spawn(async move {
@@ -401,10 +405,16 @@ async fn forwards_with_forwarding_headers_and_strips_hop_by_hop_both_ways() {
     }
 }
 
+/// `config` with its listener's `trust_client_headers` on.
+fn trusting(mut config: cfg::Config) -> cfg::Config {
+    config.listeners[0].trust_client_headers = true;
+    config
+}
+
 #[tokio::test]
-async fn keeps_a_valid_incoming_request_id() {
+async fn keeps_a_valid_incoming_request_id_from_a_trusted_client() {
     let (upstream, _) = echo_upstream().await;
-    let gw = simple_gateway(upstream, |_| {}).await;
+    let gw = gateway(trusting(simple_config(upstream, |_| {}))).await;
     let req = Request::get("/")
         .header("host", "app.test")
         .header("x-request-id", "trace-abc-123")
@@ -721,7 +731,7 @@ async fn http2_client_host_comes_from_authority() {
 async fn each_request_is_recorded_once_with_its_fields() {
     let (upstream, _) = echo_upstream().await;
     let (log, access_log) = CapturedLog::new();
-    let gw = simple_gateway_logged(upstream, |_| {}, access_log).await;
+    let gw = gateway_logged(trusting(simple_config(upstream, |_| {})), access_log).await;
 
     let req = Request::post("/rec?x=1")
         .header("host", "app.test")
@@ -1034,4 +1044,211 @@ async fn a_failing_cluster_gets_at_most_one_plus_the_budget_ratio_calls_per_requ
         "{calls} upstream calls for {requests} requests (bound {bound})"
     );
     assert!(calls > requests, "retries happen within the budget");
+}
+
+// === request and response heads (issue 14, finding 6) ===
+
+/// Reads what is left of a `Connection: close` exchange after its head.
+async fn rest(mut stream: TcpStream) -> String {
+    let mut body = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut body))
+        .await
+        .expect("in time")
+        .expect("read");
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400 (nginx: "client sent HTTP/1.1
+/// request without Host header"); HTTP/1.0 had no Host and stays allowed.
+#[tokio::test]
+async fn http11_request_without_host_gets_400_and_http10_does_not() {
+    let (upstream, hits) = echo_upstream().await;
+    let gw = gateway(config(
+        vec![route("any", None, "backend")],
+        vec![cluster("backend", upstream, cfg::UpstreamProtocol::Http1)],
+    ))
+    .await;
+    let (_stream, head) = raw_exchange(gw, "GET / HTTP/1.1\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(head.contains("x-levee-error: bad-request"), "{head}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    assert_eq!(raw_status(gw, "GET / HTTP/1.0\r\n\r\n").await, 200);
+}
+
+/// RFC 9113 §8.3.1: `:authority` must not carry userinfo; it was stripped and routed.
+#[tokio::test]
+async fn http2_authority_with_userinfo_is_refused() {
+    let (upstream, hits) = echo_upstream().await;
+    let gw = simple_gateway(upstream, |_| {}).await;
+    let stream = TcpStream::connect(gw).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::get("http://user:pw@app.test/h2")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = tokio::time::timeout(LIMIT, sender.send_request(req))
+        .await
+        .expect("in time");
+    if let Ok(response) = response {
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+/// A transfer coding other than `chunked` would be lost (the gateway re-frames the body), so
+/// it is refused with 501 as nginx does.
+#[tokio::test]
+async fn transfer_codings_other_than_chunked_get_501() {
+    let (upstream, hits) = echo_upstream().await;
+    let gw = simple_gateway(upstream, |_| {}).await;
+    for te in ["gzip, chunked", "gzip,chunked", "chunked, chunked"] {
+        let raw = format!(
+            "POST / HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: {te}\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        );
+        let (_stream, head) = raw_exchange(gw, &raw).await;
+        assert!(head.starts_with("HTTP/1.1 501"), "{te}: {head}");
+        assert!(head.contains("x-levee-error: not-implemented"), "{head}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    let plain = "POST / HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    assert_eq!(raw_status(gw, plain).await, 200);
+}
+
+/// `Connection` names hop-by-hop headers; naming Host or Authorization must not remove them.
+#[tokio::test]
+async fn connection_header_cannot_remove_host_or_authorization() {
+    let (upstream, _) = echo_upstream().await;
+    let gw = simple_gateway(upstream, |_| {}).await;
+    let (stream, head) = raw_exchange(
+        gw,
+        "GET / HTTP/1.1\r\nHost: app.test\r\nAuthorization: Bearer t\r\nCookie: a=1\r\n\
+         X-Hop: 1\r\nConnection: close, host, authorization, cookie, x-hop\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let body = rest(stream).await;
+    let seen: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let h = &seen["headers"];
+    assert_eq!(h["host"][0], "app.test", "{h}");
+    assert_eq!(h["authorization"][0], "Bearer t", "{h}");
+    assert_eq!(h["cookie"][0], "a=1", "{h}");
+    assert!(h.get("x-hop").is_none(), "{h}");
+}
+
+/// An HTTP/1.0 upstream's reply reaches an HTTP/1.1 client as HTTP/1.1: the status line is
+/// the gateway's, not the upstream's.
+#[tokio::test]
+async fn response_carries_the_gateway_s_http_version_not_the_upstream_s() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let gw = simple_gateway(upstream, |_| {}).await;
+    let (stream, head) = raw_exchange(
+        gw,
+        "GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(rest(stream).await, "ok");
+}
+
+/// The gateway speaks HTTP only; an absolute-form target of another scheme is a 400.
+#[tokio::test]
+async fn absolute_form_with_a_non_http_scheme_gets_400() {
+    let (upstream, hits) = echo_upstream().await;
+    let gw = simple_gateway(upstream, |_| {}).await;
+    for raw in [
+        "GET ftp://app.test/ HTTP/1.1\r\nHost: app.test\r\n\r\n",
+        "GET ws://app.test/ HTTP/1.1\r\nHost: app.test\r\n\r\n",
+    ] {
+        let (_stream, head) = raw_exchange(gw, raw).await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{raw:?} got {head}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    let ok = "GET https://app.test/ HTTP/1.1\r\nHost: app.test\r\n\r\n";
+    assert_eq!(raw_status(gw, ok).await, 200);
+}
+
+/// An upstream's `gzip, chunked` body would be de-chunked and sent on still gzipped, with
+/// nothing saying so; it is an upstream protocol error instead.
+#[tokio::test]
+async fn upstream_transfer_codings_other_than_chunked_get_502() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                    )
+                    .await;
+            });
+        }
+    });
+    let gw = simple_gateway(upstream, |_| {}).await;
+    let (_stream, head) = raw_exchange(gw, "GET / HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert!(head.contains("x-levee-error: upstream-protocol"), "{head}");
+}
+
+/// Untrusted clients (the default) cannot choose their request id nor claim an address in
+/// `Forwarded` or `X-Real-IP`; trusted ones (a proxy in front) keep theirs.
+#[tokio::test]
+async fn client_request_id_forwarded_and_real_ip_are_kept_only_when_trusted() {
+    let (upstream, _) = echo_upstream().await;
+    let send = |gw| async move {
+        let req = Request::get("/")
+            .header("host", "app.test")
+            .header("x-request-id", "chosen-by-client")
+            .header("forwarded", "for=198.51.100.1")
+            .header("x-real-ip", "198.51.100.1")
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let response = send_h1(gw, req).await;
+        let id = response.headers()["x-request-id"].clone();
+        (id, json(response).await)
+    };
+
+    let untrusted = simple_gateway(upstream, |_| {}).await;
+    let (id, seen) = send(untrusted).await;
+    let h = &seen["headers"];
+    assert_ne!(id, "chosen-by-client");
+    assert_eq!(h["x-request-id"][0], id.to_str().expect("id"));
+    assert!(h.get("forwarded").is_none(), "{h}");
+    assert_eq!(h["x-real-ip"], serde_json::json!(["127.0.0.1"]));
+
+    let trusted = gateway(trusting(simple_config(upstream, |_| {}))).await;
+    let (id, seen) = send(trusted).await;
+    let h = &seen["headers"];
+    assert_eq!(id, "chosen-by-client");
+    assert_eq!(h["forwarded"][0], "for=198.51.100.1");
+    assert_eq!(h["x-real-ip"], serde_json::json!(["198.51.100.1"]));
 }

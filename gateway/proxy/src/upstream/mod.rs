@@ -456,6 +456,8 @@ struct ConnectionSettings {
     tls: Option<UpstreamTls>,
     /// The content of `tls.ca_file`: the path alone would keep trusting a replaced bundle.
     ca_pem: Option<Arc<[u8]>>,
+    /// The content of `tls.cert` and `tls.key`, for the same reason.
+    identity: Option<tls::Identity>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle_per_endpoint: u32,
@@ -470,10 +472,17 @@ impl ConnectionSettings {
             .and_then(|t| t.ca_file.as_deref())
             .map(tls::read_ca)
             .transpose()?;
+        let identity = config
+            .tls
+            .as_ref()
+            .and_then(|t| t.client_cert.as_ref())
+            .map(tls::read_identity)
+            .transpose()?;
         Ok(Self {
             protocol: config.protocol,
             tls: config.tls.clone(),
             ca_pem,
+            identity,
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
             max_idle_per_endpoint: config.max_idle_per_endpoint,
@@ -506,7 +515,14 @@ impl Pools {
         let tls = settings
             .tls
             .as_ref()
-            .map(|t| tls::settings(t, settings.ca_pem.as_deref(), settings.protocol))
+            .map(|t| {
+                tls::settings(
+                    t,
+                    settings.ca_pem.as_deref(),
+                    settings.identity.as_ref(),
+                    settings.protocol,
+                )
+            })
             .transpose()?;
         Ok(Self {
             cluster,

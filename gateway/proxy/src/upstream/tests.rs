@@ -235,12 +235,28 @@ impl Drop for TempDir {
 
 /// A CA (written as PEM into `dir`) and a server config for a leaf certificate for `name`.
 fn private_ca(dir: &TempDir, name: &str, alpn: &[&[u8]]) -> (PathBuf, Arc<rustls::ServerConfig>) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    private_ca_verifying(dir, name, alpn, None)
+}
 
+/// A self-signed test CA.
+fn test_ca() -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("ca");
+    CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("ca")
+}
+
+/// Like [`private_ca`]; with `clients`, the server requires client certificates of that CA.
+fn private_ca_verifying(
+    dir: &TempDir,
+    name: &str,
+    alpn: &[&[u8]],
+    clients: Option<&rcgen::CertifiedIssuer<'static, rcgen::KeyPair>>,
+) -> (PathBuf, Arc<rustls::ServerConfig>) {
+    use rcgen::{CertificateParams, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let issuer = test_ca();
     let ca_path = dir.0.join("ca.pem");
     std::fs::write(&ca_path, issuer.pem()).expect("write ca");
 
@@ -250,10 +266,24 @@ fn private_ca(dir: &TempDir, name: &str, alpn: &[&[u8]]) -> (PathBuf, Arc<rustls
         .signed_by(&key, &issuer)
         .expect("leaf");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
+        .expect("versions");
+    let builder = match clients {
+        Some(clients) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(clients.der().clone()).expect("client CA");
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .expect("verifier");
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
         .with_single_cert(
             vec![leaf.der().clone()],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
@@ -619,6 +649,7 @@ async fn stalled_tls_handshake_is_a_connect_timeout() {
     config.tls = Some(UpstreamTls {
         sni: "upstream.test".into(),
         ca_file: None,
+        client_cert: None,
     });
     let cluster = build(&config);
 
@@ -687,6 +718,7 @@ async fn tls_upstream_is_verified_against_the_ca_file_and_sni() {
     config.tls = Some(UpstreamTls {
         sni: "upstream.test".into(),
         ca_file: Some(ca_file.clone()),
+        client_cert: None,
     });
     let cluster = build(&config);
 
@@ -696,6 +728,7 @@ async fn tls_upstream_is_verified_against_the_ca_file_and_sni() {
     config.tls = Some(UpstreamTls {
         sni: "other.test".into(),
         ca_file: Some(ca_file),
+        client_cert: None,
     });
     let wrong_name = build(&config);
     let error = send(&wrong_name, get("/tls", "svc"))
@@ -714,12 +747,74 @@ async fn tls_upstream_negotiates_h2_by_alpn() {
     config.tls = Some(UpstreamTls {
         sni: "upstream.test".into(),
         ca_file: Some(ca_file),
+        client_cert: None,
     });
     let cluster = build(&config);
 
     let (response, text) = send(&cluster, get("/x", "api")).await.expect("response");
     assert_eq!(response.version(), Version::HTTP_2);
     assert_eq!(text, "host=api;path=/x;version=HTTP/2.0");
+}
+
+#[tokio::test]
+async fn upstream_requiring_client_certificates_is_reached_only_with_cert_and_key() {
+    let dir = TempDir::new();
+    let clients = test_ca();
+    let (ca_file, server) =
+        private_ca_verifying(&dir, "upstream.test", &[b"http/1.1"], Some(&clients));
+    let upstream = Upstream::start(Wire::Http1, Some(server)).await;
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["gateway.test".to_owned()])
+        .expect("params")
+        .signed_by(&key, &clients)
+        .expect("client cert");
+    let pair = levee_config::CertificatePair {
+        cert: dir.0.join("client.pem"),
+        key: dir.0.join("client.key"),
+    };
+    std::fs::write(&pair.cert, cert.pem()).expect("write cert");
+    std::fs::write(&pair.key, key.serialize_pem()).expect("write key");
+
+    let mut config = cluster_config("mtls", &[upstream.address]);
+    config.tls = Some(UpstreamTls {
+        sni: "upstream.test".into(),
+        ca_file: Some(ca_file),
+        client_cert: None,
+    });
+    let anonymous = build(&config);
+    send(&anonymous, get("/", "svc"))
+        .await
+        .expect_err("no client certificate");
+
+    if let Some(tls) = &mut config.tls {
+        tls.client_cert = Some(pair);
+    }
+    let identified = build(&config);
+    let (_, text) = send(&identified, get("/mtls", "svc"))
+        .await
+        .expect("response");
+    assert_eq!(text, "host=svc;path=/mtls;version=HTTP/1.1");
+}
+
+#[test]
+fn unreadable_client_certificate_fails_the_build() {
+    let dir = TempDir::new();
+    let (ca_file, _) = private_ca(&dir, "upstream.test", &[]);
+    let mut config = cluster_config("mtls", &["127.0.0.1:1".parse().expect("addr")]);
+    let garbage = dir.0.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write");
+    for (cert, key, named) in [
+        (dir.0.join("missing.pem"), garbage.clone(), "missing.pem"),
+        (garbage.clone(), garbage.clone(), "garbage.pem"),
+    ] {
+        config.tls = Some(UpstreamTls {
+            sni: "upstream.test".into(),
+            ca_file: Some(ca_file.clone()),
+            client_cert: Some(levee_config::CertificatePair { cert, key }),
+        });
+        let error = Cluster::build(&config, None, &Metrics::new()).expect_err("bad identity");
+        assert!(error.to_string().contains(named), "{error}");
+    }
 }
 
 #[test]
@@ -730,6 +825,7 @@ fn unreadable_or_invalid_ca_file_fails_the_build() {
     config.tls = Some(UpstreamTls {
         sni: "upstream.test".into(),
         ca_file: Some(missing.clone()),
+        client_cert: None,
     });
     let error = Cluster::build(&config, None, &Metrics::new()).expect_err("missing file");
     assert!(error.to_string().contains("missing.pem"), "{error}");
@@ -739,6 +835,7 @@ fn unreadable_or_invalid_ca_file_fails_the_build() {
     config.tls = Some(UpstreamTls {
         sni: "upstream.test".into(),
         ca_file: Some(garbage),
+        client_cert: None,
     });
     let error = Cluster::build(&config, None, &Metrics::new()).expect_err("no certificate");
     assert!(error.to_string().contains("garbage.pem"), "{error}");
@@ -771,6 +868,42 @@ async fn reload_keeps_pools_only_when_connection_settings_are_unchanged() {
     assert!(!Arc::ptr_eq(&second.pools, &third.pools));
 }
 
+#[test]
+fn reload_rebuilds_pools_when_the_client_certificate_content_changes() {
+    let dir = TempDir::new();
+    let (ca_file, _) = private_ca(&dir, "upstream.test", &[]);
+    let clients = test_ca();
+    let pair = levee_config::CertificatePair {
+        cert: dir.0.join("client.pem"),
+        key: dir.0.join("client.key"),
+    };
+    let issue = || {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["gateway.test".to_owned()])
+            .expect("params")
+            .signed_by(&key, &clients)
+            .expect("client cert");
+        std::fs::write(&pair.cert, cert.pem()).expect("write cert");
+        std::fs::write(&pair.key, key.serialize_pem()).expect("write key");
+    };
+    issue();
+    let metrics = Metrics::new();
+    let mut config = cluster_config("mtls", &["127.0.0.1:1".parse().expect("addr")]);
+    config.tls = Some(UpstreamTls {
+        sni: "upstream.test".into(),
+        ca_file: Some(ca_file),
+        client_cert: Some(pair.clone()),
+    });
+    let first = Cluster::build(&config, None, &metrics).expect("build");
+    let second = Cluster::build(&config, Some(&first), &metrics).expect("build");
+    assert!(Arc::ptr_eq(&first.pools, &second.pools));
+
+    // A rotated certificate at the same paths must reach new connections.
+    issue();
+    let third = Cluster::build(&config, Some(&second), &metrics).expect("build");
+    assert!(!Arc::ptr_eq(&second.pools, &third.pools));
+}
+
 #[tokio::test]
 async fn reload_rebuilds_pools_when_the_ca_file_content_changes() {
     let dir = TempDir::new();
@@ -781,6 +914,7 @@ async fn reload_rebuilds_pools_when_the_ca_file_content_changes() {
     config.tls = Some(UpstreamTls {
         sni: "upstream.test".into(),
         ca_file: Some(ca_file.clone()),
+        client_cert: None,
     });
     let first = Cluster::build(&config, None, &metrics).expect("build");
     send(&first, get("/", "svc"))
