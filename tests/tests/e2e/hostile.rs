@@ -141,17 +141,17 @@ fn smuggling_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
                 "Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n",
                 true,
             ),
-            Forwarded(&["/"]),
+            Refused,
         ),
-        // `chunked` twice is read as chunked once (nginx answers 400); the upstream still
-        // gets a single framing, and the connection closes after the answer.
+        // A transfer coding other than exactly one `chunked`, `chunked` twice included, is
+        // 501 (nginx answers 400 to the duplicate): nothing reaches the upstream.
         (
             "te_duplicate",
             hiding(
                 "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
                 true,
             ),
-            Forwarded(&["/"]),
+            Refused,
         ),
         (
             "te_space_before_colon",
