@@ -156,7 +156,10 @@ async fn handle(
     if let Some(failure) = forwarded.failure()
         && policy.has_hook(Hook::OnUpstreamFailure)
     {
-        match routed.on_failure(&mut prepared, &forwarded, failure, tries, arrival) {
+        let decided = routed
+            .on_failure(&mut prepared, &forwarded, failure, tries, arrival)
+            .await;
+        match decided {
             Err(e) => {
                 return routed
                     .failed(e, arrival)
@@ -187,7 +190,9 @@ async fn handle(
             }
         }
     }
-    routed.respond(&mut prepared, forwarded, tries, retries, arrival)
+    routed
+        .respond(&mut prepared, forwarded, tries, retries, arrival)
+        .await
 }
 
 /// The host a request is for (with any port) and, when it came only from the URI, a `Host`
