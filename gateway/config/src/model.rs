@@ -726,15 +726,62 @@ pub struct PluginLimits {
 }
 
 /// A plugin named by a route, with the route's config for it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// Serializes (for `/config`) with the values of `config` redacted, but for the keys listed in
+/// `public_config`: a plugin's config may hold credentials.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RoutePlugin {
     pub name: String,
     /// The `config` value as JSON text (`null` when absent); handed to the plugin's `init`.
     pub config: String,
+    /// The keys of `config` (a mapping) whose values `/config` shows. Default none.
+    pub public_config: Vec<String>,
     /// The request headers (lower-case names) the hooks receive; `None` passes all.
     pub request_headers: Option<Vec<String>>,
     /// The response headers (lower-case names) `on-response` receives; `None` passes all.
     pub response_headers: Option<Vec<String>>,
+}
+
+/// What `/config` shows in place of a plugin config value that is not public.
+pub const REDACTED: &str = "<redacted>";
+
+impl RoutePlugin {
+    /// `config` as `/config` shows it, JSON text: each value of a mapping is [`REDACTED`] unless
+    /// its key is in `public_config`; any other value but `null` is redacted whole.
+    pub fn redacted_config(&self) -> String {
+        let redacted = || serde_json::Value::String(REDACTED.to_owned());
+        let value = match serde_json::from_str(&self.config) {
+            Ok(serde_json::Value::Object(map)) => serde_json::Value::Object(
+                map.into_iter()
+                    .map(|(key, value)| {
+                        let value = if self.public_config.contains(&key) {
+                            value
+                        } else {
+                            redacted()
+                        };
+                        (key, value)
+                    })
+                    .collect(),
+            ),
+            Ok(serde_json::Value::Null) => serde_json::Value::Null,
+            _ => redacted(),
+        };
+        value.to_string()
+    }
+}
+
+// By hand rather than derived: `config` is written redacted, which takes `public_config`.
+impl Serialize for RoutePlugin {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("RoutePlugin", 5)?;
+        out.serialize_field("name", &self.name)?;
+        out.serialize_field("config", &self.redacted_config())?;
+        out.serialize_field("public_config", &self.public_config)?;
+        out.serialize_field("request_headers", &self.request_headers)?;
+        out.serialize_field("response_headers", &self.response_headers)?;
+        out.end()
+    }
 }
 
 mod humantime_serde_opt {

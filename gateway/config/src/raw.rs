@@ -567,6 +567,9 @@ pub(crate) struct RawRoutePlugin {
     pub(crate) name: String,
     /// Any value; handed to the plugin's `init` as JSON. `null` when absent.
     pub(crate) config: Option<Value>,
+    /// Keys of `config` (a mapping) whose values `/config` shows; the others are redacted.
+    /// Absent: none.
+    pub(crate) public_config: Option<Vec<String>>,
     /// The request headers the plugin's hooks receive. Absent: all of them.
     pub(crate) request_headers: Option<Vec<String>>,
     /// The response headers `on-response` receives. Absent: all of them.

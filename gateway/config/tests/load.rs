@@ -455,12 +455,14 @@ fn full_file_with_every_key_produces_the_expected_config() {
                     RoutePlugin {
                         name: "shed".into(),
                         config: r#"{"header":"x-priority","keep":["high"]}"#.into(),
+                        public_config: Vec::new(),
                         request_headers: Some(vec!["x-priority".into()]),
                         response_headers: Some(vec![]),
                     },
                     RoutePlugin {
                         name: "audit".into(),
                         config: "null".into(),
+                        public_config: Vec::new(),
                         request_headers: None,
                         response_headers: None,
                     },
@@ -2128,6 +2130,7 @@ fn route_plugins_must_be_defined_once_and_carry_their_config_as_json() {
         vec![RoutePlugin {
             name: "shed".into(),
             config: r#"[1,"two",{"three":3.5}]"#.into(),
+            public_config: Vec::new(),
             request_headers: None,
             response_headers: None,
         }]
@@ -2161,6 +2164,37 @@ fn route_plugins_must_be_defined_once_and_carry_their_config_as_json() {
             "routes[0].plugins[0].name",
             "name: shed",
             "no plugin named `shed` (no plugins are defined in the top-level `plugins`)",
+        )],
+    );
+}
+
+#[test]
+fn plugin_config_values_serialize_redacted_but_for_the_public_keys() {
+    let text = with_listener(
+        "routes:\n  - name: r\n    cluster: c\n    plugins:\n      - { name: shed, config: { api_key: s3cret, region: eu }, public_config: [region] }\n      - { name: audit, config: [s3cret] }\n\
+         clusters:\n  - { name: c, endpoints: [ { address: 127.0.0.1:1 } ] }\n\
+         plugins:\n  - { name: shed, path: plugins/shed.wasm }\n  - { name: audit, path: /opt/audit.wasm }\n",
+    );
+    let config = ok(&text);
+    // `init` still gets the whole config.
+    assert_eq!(
+        config.routes[0].plugins[0].config,
+        r#"{"api_key":"s3cret","region":"eu"}"#
+    );
+    let shown = serde_json::to_value(&config.routes[0].plugins).unwrap();
+    assert_eq!(
+        shown[0]["config"],
+        r#"{"api_key":"<redacted>","region":"eu"}"#
+    );
+    assert_eq!(shown[1]["config"], r#""<redacted>""#);
+
+    let typo = text.replace("public_config: [region]", "public_config: [regoin]");
+    assert_errors(
+        &typo,
+        &[(
+            "routes[0].plugins[0].public_config[0]",
+            "regoin",
+            "`regoin` is not a key of this plugin's `config`",
         )],
     );
 }

@@ -28,6 +28,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::block_on;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -170,7 +172,10 @@ fn on_request_table(rt: &PluginRuntime, services: &Arc<dyn HostServices>, iters:
         for (label, headers) in [("0 headers", &empty), ("8 headers", &eight)] {
             let req = support::request(headers);
             let times = time_calls(iters, || {
-                assert!(matches!(bound.on_request(&req), Outcome::Decided(_)));
+                assert!(matches!(
+                    block_on(bound.on_request(&req)),
+                    Outcome::Decided(_)
+                ));
             });
             latency_row(&format!("{isolation:?}, {label}"), &times);
         }
@@ -200,7 +205,7 @@ fn on_upstream_failure_table(rt: &PluginRuntime, services: &Arc<dyn HostServices
         let bound = bind(rt, services, "static-fallback", &wasm, config, isolation);
         let times = time_calls(iters, || {
             assert!(matches!(
-                bound.on_upstream_failure(&req, &failure),
+                block_on(bound.on_upstream_failure(&req, &failure)),
                 Outcome::Decided(_)
             ));
         });
@@ -327,20 +332,23 @@ fn warm(
     for _ in 0..WARM_CALLS {
         if hooks.on_request {
             assert!(
-                matches!(bound.on_request(&req), Outcome::Decided(_)),
+                matches!(block_on(bound.on_request(&req)), Outcome::Decided(_)),
                 "{name}"
             );
         }
         if hooks.on_response {
             assert!(
-                matches!(bound.on_response(&req, &resp), Outcome::Decided(_)),
+                matches!(
+                    block_on(bound.on_response(&req, &resp)),
+                    Outcome::Decided(_)
+                ),
                 "{name}"
             );
         }
         if hooks.on_upstream_failure {
             assert!(
                 matches!(
-                    bound.on_upstream_failure(&req, &failure),
+                    block_on(bound.on_upstream_failure(&req, &failure)),
                     Outcome::Decided(_)
                 ),
                 "{name}"

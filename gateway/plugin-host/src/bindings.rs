@@ -4,11 +4,17 @@
 //! Inputs are borrowed (`ownership: Borrowing`), so a hook call copies the request only once:
 //! into the guest's memory. Outputs are validated here, which is the one place a plugin's raw
 //! bytes turn into `http` types.
+//!
+//! Exports are async: a call runs the guest on a fiber that yields to the caller's executor at
+//! every epoch tick (see `instance::new_store`), so a plugin that runs long holds a gateway
+//! worker thread for one tick at a time, not for its whole deadline. Imports stay synchronous:
+//! every `host` function answers at once from memory.
 
 wasmtime::component::bindgen!({
     path: "../../sdk/wit/levee.wit",
     world: "plugin",
     ownership: Borrowing { duplicate_if_necessary: true },
+    exports: { default: async },
 });
 
 pub(crate) mod convert {

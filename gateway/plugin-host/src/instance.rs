@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 
 use crate::bindings::levee::policy::{host, types as wit};
 use crate::bindings::{self, convert};
@@ -34,6 +34,8 @@ pub(crate) struct HostState {
     /// The counters this instance has added to, with their handles (if the services give
     /// handles): the name cap is checked once per name, and the counter found once.
     counters: Vec<(String, Option<CounterHandle>)>,
+    /// Epoch ticks the running call may still take before it is interrupted.
+    ticks_left: u64,
 }
 
 /// Caps linear memory growth at the plugin's `limits.memory`, and remembers that it refused,
@@ -115,6 +117,7 @@ impl HostState {
                 refused: false,
             },
             counters: Vec::new(),
+            ticks_left: 0,
         }
     }
 }
@@ -238,7 +241,7 @@ impl Instance {
 
     /// Arms the instance for one call into the guest.
     pub(crate) fn arm(&mut self, deadline_ticks: u64) {
-        self.store.set_epoch_deadline(deadline_ticks);
+        arm(&mut self.store, deadline_ticks);
         self.store.data_mut().limiter.refused = false;
     }
 
@@ -258,6 +261,13 @@ impl fmt::Debug for Instance {
 }
 
 /// Sets up a `Store` for a new instance of the plugin behind `shared`.
+///
+/// The guest runs for one epoch tick at a time: at each tick it yields to the executor (a
+/// tokio `yield_now`, so the worker thread runs its other tasks first) and goes on, until
+/// `deadline_ticks` have passed, when it is interrupted (`Trap::Interrupt`, a `deadline`
+/// fault). The deadline is still wall-clock time since the call began, as with a plain epoch
+/// deadline of that many ticks; a yield costs one fiber switch and one trip through the
+/// scheduler per tick.
 pub(crate) fn new_store(
     engine: &wasmtime::Engine,
     shared: &Arc<PluginShared>,
@@ -265,8 +275,25 @@ pub(crate) fn new_store(
 ) -> Store<HostState> {
     let mut store = Store::new(engine, HostState::new(Arc::clone(shared)));
     store.limiter(|state| state);
-    store.set_epoch_deadline(deadline_ticks);
+    store.epoch_deadline_callback(|mut store| {
+        let left = &mut store.data_mut().ticks_left;
+        if *left <= 1 {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        *left -= 1;
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
+    });
+    arm(&mut store, deadline_ticks);
     store
+}
+
+/// Gives the next call `deadline_ticks` epoch ticks, checked (and yielded at) one at a time.
+fn arm(store: &mut Store<HostState>, deadline_ticks: u64) {
+    store.data_mut().ticks_left = deadline_ticks;
+    store.set_epoch_deadline(1);
 }
 
 /// Classifies an error from instantiation or a call. `refused_memory` says whether the memory

@@ -9,27 +9,34 @@
 //! A call takes an instance (a warm one, or a fresh one under `per-request` isolation or when
 //! the pool is empty), arms its deadline, runs the hook, validates the decision, and gives the
 //! instance back unless it faulted or has served `recycle_after` calls. A faulted instance is
-//! always dropped: a trap can leave a guest's heap or globals half-updated.
+//! always dropped: a trap can leave a guest's heap or globals half-updated. So is one whose
+//! call was dropped half-way (the request went away): the future owns the instance.
+//!
+//! Hook calls are futures. The guest runs on a fiber and yields at every epoch tick, so a
+//! plugin that runs up to its deadline shares the worker thread with the other requests
+//! instead of holding it (see `instance::new_store`).
 //!
 //! Hot swap: bound plugins hold an `Arc` of their plugin and of its compiled component, so a
 //! call in flight on an old version finishes on it, and the old pools are dropped with the old
 //! snapshot.
 
 use std::fmt;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use wasmtime::Engine;
 
-use crate::bindings::convert;
+use crate::bindings::{convert, levee::policy::types as wit};
 use crate::breaker::{Admission, Breaker};
 use crate::error::PluginError;
 use crate::instance::{Fault, Instance, PluginShared, classify, new_store};
 use crate::params::{Isolation, OnError, PluginParams};
 use crate::runtime::CompiledPlugin;
 use crate::services::HostServices;
-use crate::status::PluginStatus;
+use crate::status::{PluginStats, PluginStatus};
 use crate::types::{
     Bypass, FallbackDecision, FaultKind, HeaderFilter, Hook, Hooks, Outcome, RequestAction,
     RequestHead, ResponseAction, ResponseHead, UpstreamFailure,
@@ -120,8 +127,11 @@ impl Plugin {
     /// do it when loading a config.
     ///
     /// Fails when `init` rejects the config, or faults (traps, runs out of time or memory).
+    ///
+    /// Blocks the calling thread for as long as `init` runs (at most the plugin's deadline).
     pub fn bind(self: &Arc<Self>, config: &[u8]) -> Result<BoundPlugin, PluginError> {
-        let (instance, hooks) = self.instantiate(config).map_err(|init| match init {
+        let instantiated = run_to_completion(self.instantiate(config));
+        let (instance, hooks) = instantiated.map_err(|init| match init {
             InitError::Rejected(message) => PluginError::Init {
                 plugin: self.name().to_owned(),
                 message,
@@ -145,12 +155,13 @@ impl Plugin {
     }
 
     /// A fresh instance, `init`-ed with `config`.
-    fn instantiate(&self, config: &[u8]) -> Result<(Instance, Hooks), InitError> {
+    async fn instantiate(&self, config: &[u8]) -> Result<(Instance, Hooks), InitError> {
         let mut store = new_store(&self.engine, &self.shared, self.deadline_ticks);
         let bindings = self
             .compiled
             .pre
-            .instantiate(&mut store)
+            .instantiate_async(&mut store)
+            .await
             .map_err(|e| InitError::Fault(classify(&e, false, false)))?;
         let mut instance = Instance {
             store,
@@ -161,7 +172,8 @@ impl Plugin {
         let init = instance
             .bindings
             .levee_policy_policy()
-            .call_init(&mut instance.store, config);
+            .call_init(&mut instance.store, config)
+            .await;
         match init {
             Ok(Ok(hooks)) => Ok((instance, convert::hooks(hooks))),
             Ok(Err(message)) => Err(InitError::Rejected(message)),
@@ -187,6 +199,19 @@ impl fmt::Debug for Plugin {
 enum InitError {
     Rejected(String),
     Fault(Fault),
+}
+
+/// Polls `future` on this thread until it is ready. For [`Plugin::bind`], which runs off the
+/// request path: the only time a plugin future is pending is an epoch yield, which is ready to
+/// go on at once, so polling again straight away is right and no waker is needed.
+fn run_to_completion<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+    }
 }
 
 /// Epoch ticks for a deadline: rounded up, plus one because the current tick is already
@@ -230,24 +255,17 @@ impl BoundPlugin {
     }
 
     /// Runs `on-request`.
-    pub fn on_request(&self, req: &RequestHead<'_>) -> Outcome<RequestAction> {
+    pub async fn on_request(&self, req: &RequestHead<'_>) -> Outcome<RequestAction> {
         if !self.hooks.on_request {
             return Outcome::NotImplemented;
         }
         let headers = convert::header_list(req.headers, &self.request_headers);
         let req = convert::request_head(req, &headers);
-        let stats = &self.plugin.shared.stats;
-        self.call(Hook::OnRequest, |instance| {
-            let action = instance
-                .bindings
-                .levee_policy_policy()
-                .call_on_request(&mut instance.store, req.clone())?;
-            Ok(convert::request_action(action, stats))
-        })
+        self.call(Hook::OnRequest, &OnRequestCall { req }).await
     }
 
     /// Runs `on-response`.
-    pub fn on_response(
+    pub async fn on_response(
         &self,
         req: &RequestHead<'_>,
         resp: &ResponseHead<'_>,
@@ -259,19 +277,12 @@ impl BoundPlugin {
         let req = convert::request_head(req, &req_headers);
         let resp_headers = convert::header_list(resp.headers, &self.response_headers);
         let resp = convert::response_head(resp, &resp_headers);
-        let stats = &self.plugin.shared.stats;
-        self.call(Hook::OnResponse, |instance| {
-            let action = instance.bindings.levee_policy_policy().call_on_response(
-                &mut instance.store,
-                req.clone(),
-                resp.clone(),
-            )?;
-            Ok(convert::response_action(action, stats))
-        })
+        self.call(Hook::OnResponse, &OnResponseCall { req, resp })
+            .await
     }
 
     /// Runs `on-upstream-failure`.
-    pub fn on_upstream_failure(
+    pub async fn on_upstream_failure(
         &self,
         req: &RequestHead<'_>,
         failure: &UpstreamFailure<'_>,
@@ -282,22 +293,12 @@ impl BoundPlugin {
         let headers = convert::header_list(req.headers, &self.request_headers);
         let req = convert::request_head(req, &headers);
         let failure = convert::upstream_failure(failure);
-        let stats = &self.plugin.shared.stats;
-        self.call(Hook::OnUpstreamFailure, |instance| {
-            let decision = instance
-                .bindings
-                .levee_policy_policy()
-                .call_on_upstream_failure(&mut instance.store, req.clone(), failure.clone())?;
-            Ok(convert::fallback_decision(decision, stats))
-        })
+        self.call(Hook::OnUpstreamFailure, &OnFailureCall { req, failure })
+            .await
     }
 
     /// The call path shared by the hooks: breaker, instance, deadline, fault policy.
-    fn call<T>(
-        &self,
-        hook: Hook,
-        mut run: impl FnMut(&mut Instance) -> wasmtime::Result<Result<T, convert::Invalid>>,
-    ) -> Outcome<T> {
+    async fn call<C: HookCall>(&self, hook: Hook, input: &C) -> Outcome<C::Output> {
         let plugin = &*self.plugin;
         let stats = &plugin.shared.stats;
         stats.calls.fetch_add(1, Ordering::Relaxed);
@@ -316,10 +317,10 @@ impl BoundPlugin {
         }
 
         let started = Instant::now();
-        let mut result = self.run_once(false, &mut run);
+        let mut result = self.run_once(false, input).await;
         if result.is_err() && plugin.params.on_error == OnError::Reload {
             stats.reloads.fetch_add(1, Ordering::Relaxed);
-            result = self.run_once(true, &mut run);
+            result = self.run_once(true, input).await;
         }
         stats.latency(started.elapsed());
         let opened = if clean && result.is_ok() {
@@ -354,17 +355,13 @@ impl BoundPlugin {
     }
 
     /// One attempt: take (or make) an instance, run, put it back if it is still good.
-    fn run_once<T>(
-        &self,
-        fresh: bool,
-        run: &mut impl FnMut(&mut Instance) -> wasmtime::Result<Result<T, convert::Invalid>>,
-    ) -> Result<T, FaultKind> {
+    async fn run_once<C: HookCall>(&self, fresh: bool, input: &C) -> Result<C::Output, FaultKind> {
         let plugin = &*self.plugin;
         let pooled = plugin.params.isolation == Isolation::Pooled;
         let warm = if pooled && !fresh { self.take() } else { None };
         let mut instance = match warm {
             Some(instance) => instance,
-            None => match plugin.instantiate(&self.config) {
+            None => match plugin.instantiate(&self.config).await {
                 Ok((instance, _)) => instance,
                 Err(InitError::Rejected(message)) => {
                     return Err(self.fault(Fault {
@@ -376,7 +373,7 @@ impl BoundPlugin {
             },
         };
         instance.arm(plugin.deadline_ticks);
-        match run(&mut instance) {
+        match input.run(&mut instance, &plugin.shared.stats).await {
             Ok(Ok(decision)) => {
                 instance.calls += 1;
                 if pooled && instance.calls < plugin.params.recycle_after {
@@ -427,6 +424,85 @@ impl BoundPlugin {
 
     fn pool(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
         self.pool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+// === hook calls ===
+
+/// One hook's inputs, and how to call the hook with them on an instance. Run at most twice
+/// per call (the `reload` policy's second attempt), so the inputs are borrowed, not consumed.
+trait HookCall {
+    type Output;
+
+    async fn run(
+        &self,
+        instance: &mut Instance,
+        stats: &PluginStats,
+    ) -> wasmtime::Result<Result<Self::Output, convert::Invalid>>;
+}
+
+struct OnRequestCall<'a> {
+    req: wit::RequestHead<'a>,
+}
+
+struct OnResponseCall<'a> {
+    req: wit::RequestHead<'a>,
+    resp: wit::ResponseHead<'a>,
+}
+
+struct OnFailureCall<'a> {
+    req: wit::RequestHead<'a>,
+    failure: wit::UpstreamFailure<'a>,
+}
+
+impl HookCall for OnRequestCall<'_> {
+    type Output = RequestAction;
+
+    async fn run(
+        &self,
+        instance: &mut Instance,
+        stats: &PluginStats,
+    ) -> wasmtime::Result<Result<RequestAction, convert::Invalid>> {
+        let action = instance
+            .bindings
+            .levee_policy_policy()
+            .call_on_request(&mut instance.store, self.req.clone())
+            .await?;
+        Ok(convert::request_action(action, stats))
+    }
+}
+
+impl HookCall for OnResponseCall<'_> {
+    type Output = ResponseAction;
+
+    async fn run(
+        &self,
+        instance: &mut Instance,
+        stats: &PluginStats,
+    ) -> wasmtime::Result<Result<ResponseAction, convert::Invalid>> {
+        let action = instance
+            .bindings
+            .levee_policy_policy()
+            .call_on_response(&mut instance.store, self.req.clone(), self.resp.clone())
+            .await?;
+        Ok(convert::response_action(action, stats))
+    }
+}
+
+impl HookCall for OnFailureCall<'_> {
+    type Output = FallbackDecision;
+
+    async fn run(
+        &self,
+        instance: &mut Instance,
+        stats: &PluginStats,
+    ) -> wasmtime::Result<Result<FallbackDecision, convert::Invalid>> {
+        let decision = instance
+            .bindings
+            .levee_policy_policy()
+            .call_on_upstream_failure(&mut instance.store, self.req.clone(), self.failure.clone())
+            .await?;
+        Ok(convert::fallback_decision(decision, stats))
     }
 }
 

@@ -13,7 +13,7 @@ use levee_plugin_host::{
     PluginParams, PluginRuntime, PluginSet, RequestAction, ResponseAction, ResponseHead,
     UpstreamFailure,
 };
-use support::{Recorder, plugin_wasm, request};
+use support::{Recorder, block_on, plugin_wasm, request};
 
 /// One engine for the tests that do not count compilations (each engine reserves its pool's
 /// address space up front).
@@ -102,7 +102,7 @@ fn tagger_inits_and_tags_requests_and_responses() {
 
     let h = headers(&[("x-priority", "high")]);
     let tag = set(&[("x-plugin-version", "v2")]);
-    match bound.on_request(&request(&h)) {
+    match block_on(bound.on_request(&request(&h))) {
         Outcome::Decided(RequestAction::Proceed(m)) => assert_eq!(m.set, tag),
         other => panic!("unexpected {other:?}"),
     }
@@ -110,12 +110,12 @@ fn tagger_inits_and_tags_requests_and_responses() {
         status: StatusCode::OK,
         headers: &h,
     };
-    match bound.on_response(&request(&h), &resp) {
+    match block_on(bound.on_response(&request(&h), &resp)) {
         Outcome::Decided(ResponseAction::Proceed(m)) => assert_eq!(m.set, tag),
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(
-        bound.on_upstream_failure(&request(&h), &failure(FailureKind::Timeout)),
+        block_on(bound.on_upstream_failure(&request(&h), &failure(FailureKind::Timeout))),
         Outcome::NotImplemented
     );
 
@@ -145,7 +145,7 @@ fn static_fallback_serves_its_page_on_upstream_failure() {
         |_| {},
     );
     let h = HeaderMap::new();
-    match bound.on_upstream_failure(&request(&h), &failure(FailureKind::ConnectFailure)) {
+    match block_on(bound.on_upstream_failure(&request(&h), &failure(FailureKind::ConnectFailure))) {
         Outcome::Decided(FallbackDecision::Serve(resp)) => {
             assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
             assert!(
@@ -175,7 +175,7 @@ fn priority_shedding_reads_upstream_health_and_sheds_low_priority() {
         .bind(br#"{"cluster":"api","keep":["high"]}"#)
         .unwrap();
     let low = headers(&[("x-priority", "low")]);
-    match bound.on_request(&request(&low)) {
+    match block_on(bound.on_request(&request(&low))) {
         Outcome::Decided(RequestAction::Respond(resp)) => {
             assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE)
         }
@@ -183,7 +183,7 @@ fn priority_shedding_reads_upstream_health_and_sheds_low_priority() {
     }
     let high = headers(&[("x-priority", "high")]);
     assert!(matches!(
-        bound.on_request(&request(&high)),
+        block_on(bound.on_request(&request(&high))),
         Outcome::Decided(RequestAction::Proceed(_))
     ));
 }
@@ -205,11 +205,11 @@ fn degrade_route_reroutes_while_the_cluster_fails() {
         .unwrap();
     let h = HeaderMap::new();
     assert_eq!(
-        bound.on_request(&request(&h)),
+        block_on(bound.on_request(&request(&h))),
         Outcome::Decided(RequestAction::RouteTo("cheap".to_owned()))
     );
     assert_eq!(
-        bound.on_upstream_failure(&request(&h), &failure(FailureKind::Timeout)),
+        block_on(bound.on_upstream_failure(&request(&h), &failure(FailureKind::Timeout))),
         Outcome::Decided(FallbackDecision::Degrade("cheap".to_owned()))
     );
 }
@@ -223,7 +223,7 @@ fn serve_stale_stores_good_responses_and_serves_them_on_failure() {
         status: StatusCode::OK,
         headers: &h,
     };
-    match bound.on_response(&request(&h), &resp) {
+    match block_on(bound.on_response(&request(&h), &resp)) {
         Outcome::Decided(ResponseAction::ProceedAndStore(spec)) => {
             assert_eq!(spec.key, key);
             assert_eq!(spec.ttl, Duration::from_secs(60));
@@ -231,7 +231,7 @@ fn serve_stale_stores_good_responses_and_serves_them_on_failure() {
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(
-        bound.on_upstream_failure(&request(&h), &failure(FailureKind::Upstream5xx)),
+        block_on(bound.on_upstream_failure(&request(&h), &failure(FailureKind::Upstream5xx))),
         Outcome::Decided(FallbackDecision::ServeCached(key.to_owned()))
     );
 }
@@ -245,7 +245,7 @@ fn cache_put_over_the_value_cap_is_refused_and_counted() {
         status: StatusCode::OK,
         headers: &h,
     };
-    let _ = bound.on_response(&request(&h), &resp);
+    let _ = block_on(bound.on_response(&request(&h), &resp));
     assert!(plugin.status().cache_puts_refused >= 1);
     assert!(recorder.cache.lock().unwrap().is_empty());
 }
@@ -256,7 +256,7 @@ fn counter_names_past_the_cap_are_dropped_and_counted() {
     let bound = plugin.bind(b"null").unwrap();
     let h = HeaderMap::new();
     assert!(matches!(
-        bound.on_request(&request(&h)),
+        block_on(bound.on_request(&request(&h))),
         Outcome::Decided(_)
     ));
     assert!(recorder.counters.lock().unwrap().is_empty());
@@ -271,7 +271,7 @@ fn a_panicking_plugin_is_a_trap_fault_and_fails_open() {
     let bound = plugin.bind(b"null").unwrap();
     let h = HeaderMap::new();
     assert_eq!(
-        bound.on_request(&request(&h)),
+        block_on(bound.on_request(&request(&h))),
         Outcome::FailOpen(Bypass::Fault(FaultKind::Trap))
     );
     let status = plugin.status();
@@ -282,7 +282,7 @@ fn a_panicking_plugin_is_a_trap_fault_and_fails_open() {
 
     let bound = bind("trap", r#"{"how":"unreachable"}"#, |_| {});
     assert_eq!(
-        bound.on_request(&request(&h)),
+        block_on(bound.on_request(&request(&h))),
         Outcome::FailOpen(Bypass::Fault(FaultKind::Trap))
     );
 }
@@ -308,7 +308,7 @@ fn a_spinning_plugin_is_stopped_by_its_deadline() {
     for config in [r#"{"mode":"pure"}"#, r#"{"mode":"host-calls"}"#] {
         let (plugin, _) = load("spin", |p| p.limits.deadline = Duration::from_millis(20));
         let bound = plugin.bind(config.as_bytes()).unwrap();
-        let outcome = bounded(move || bound.on_request(&request(&HeaderMap::new())));
+        let outcome = bounded(move || block_on(bound.on_request(&request(&HeaderMap::new()))));
         assert_eq!(
             outcome,
             Outcome::FailOpen(Bypass::Fault(FaultKind::Deadline))
@@ -317,11 +317,40 @@ fn a_spinning_plugin_is_stopped_by_its_deadline() {
     }
 }
 
+/// A spinning call yields its thread at every epoch tick: on a one-thread runtime another task
+/// runs to its end while the call spins, and the call still stops at its deadline.
+#[tokio::test(flavor = "current_thread")]
+async fn a_spinning_call_lets_other_tasks_run_on_its_thread_until_its_deadline() {
+    let (plugin, _) = load("spin", |p| p.limits.deadline = Duration::from_secs(2));
+    let bound = plugin.bind(b"null").unwrap();
+    let spinning = tokio::spawn(async move {
+        let headers = HeaderMap::new();
+        bound.on_request(&request(&headers)).await
+    });
+    while plugin.status().calls == 0 {
+        tokio::task::yield_now().await;
+    }
+    let other = tokio::spawn(async { "done" });
+    assert_eq!(other.await.unwrap(), "done");
+    assert!(!spinning.is_finished());
+    assert_eq!(plugin.status().faults_of(FaultKind::Deadline), 0);
+
+    let outcome = tokio::time::timeout(Duration::from_secs(30), spinning)
+        .await
+        .expect("the deadline stops the call")
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::FailOpen(Bypass::Fault(FaultKind::Deadline))
+    );
+    assert_eq!(plugin.status().faults_of(FaultKind::Deadline), 1);
+}
+
 #[test]
 fn a_memory_hog_is_stopped_by_its_memory_cap() {
     let (plugin, _) = load("hog", |p| p.limits.memory = 8 << 20);
     let bound = plugin.bind(b"null").unwrap();
-    let outcome = bounded(move || bound.on_request(&request(&HeaderMap::new())));
+    let outcome = bounded(move || block_on(bound.on_request(&request(&HeaderMap::new()))));
     assert_eq!(
         outcome,
         Outcome::FailOpen(Bypass::Fault(FaultKind::OutOfMemory))
@@ -334,7 +363,7 @@ fn invalid_headers_are_dropped_and_counted_and_the_rest_applies() {
     let (plugin, _) = load("bad-headers", |_| {});
     let bound = plugin.bind(br#"{"mode":"mutation"}"#).unwrap();
     let h = HeaderMap::new();
-    match bound.on_request(&request(&h)) {
+    match block_on(bound.on_request(&request(&h))) {
         Outcome::Decided(RequestAction::Proceed(m)) => {
             assert_eq!(m.set, set(&[("x-good", "yes")]));
             assert!(m.remove.is_empty());
@@ -347,7 +376,7 @@ fn invalid_headers_are_dropped_and_counted_and_the_rest_applies() {
 
     let (plugin, _) = load("bad-headers", |_| {});
     let bound = plugin.bind(br#"{"mode":"respond"}"#).unwrap();
-    match bound.on_request(&request(&h)) {
+    match block_on(bound.on_request(&request(&h))) {
         Outcome::Decided(RequestAction::Respond(resp)) => {
             assert_eq!(resp.status, StatusCode::OK);
             let names: Vec<&str> = resp.headers.iter().map(|(n, _)| n.as_str()).collect();
@@ -363,7 +392,7 @@ fn a_status_outside_100_to_599_is_an_invalid_output_fault() {
     let (plugin, _) = load("bad-headers", |_| {});
     let bound = plugin.bind(br#"{"mode":"bad-status"}"#).unwrap();
     assert_eq!(
-        bound.on_request(&request(&HeaderMap::new())),
+        block_on(bound.on_request(&request(&HeaderMap::new()))),
         Outcome::FailOpen(Bypass::Fault(FaultKind::InvalidOutput))
     );
     assert_eq!(plugin.status().faults_of(FaultKind::InvalidOutput), 1);
@@ -375,7 +404,7 @@ fn a_status_outside_100_to_599_is_an_invalid_output_fault() {
 fn fail_closed_policy_refuses_the_request() {
     let bound = bind("trap", "null", |p| p.on_error = OnError::FailClosed);
     assert_eq!(
-        bound.on_request(&request(&HeaderMap::new())),
+        block_on(bound.on_request(&request(&HeaderMap::new()))),
         Outcome::FailClosed(Bypass::Fault(FaultKind::Trap))
     );
 }
@@ -386,7 +415,7 @@ fn reload_policy_retries_once_on_a_fresh_instance_then_fails_open() {
     let bound = plugin.bind(b"null").unwrap();
     assert_eq!(plugin.status().instantiations, 1);
     assert_eq!(
-        bound.on_request(&request(&HeaderMap::new())),
+        block_on(bound.on_request(&request(&HeaderMap::new()))),
         Outcome::FailOpen(Bypass::Fault(FaultKind::Trap))
     );
     let status = plugin.status();
@@ -407,14 +436,14 @@ async fn breaker_opens_after_consecutive_faults_and_a_good_probe_closes_it() {
 
     for _ in 0..5 {
         assert_eq!(
-            bound.on_request(&request(&bad)),
+            bound.on_request(&request(&bad)).await,
             Outcome::FailOpen(Bypass::Fault(FaultKind::Trap))
         );
     }
     assert_eq!(plugin.status().breaker, BreakerState::Open);
     // Open: no wasm runs, even for a request the plugin would handle.
     assert_eq!(
-        bound.on_request(&request(&good)),
+        bound.on_request(&request(&good)).await,
         Outcome::FailOpen(Bypass::BreakerOpen)
     );
     let status = plugin.status();
@@ -424,12 +453,12 @@ async fn breaker_opens_after_consecutive_faults_and_a_good_probe_closes_it() {
 
     tokio::time::advance(Duration::from_millis(999)).await;
     assert_eq!(
-        bound.on_request(&request(&good)),
+        bound.on_request(&request(&good)).await,
         Outcome::FailOpen(Bypass::BreakerOpen)
     );
     tokio::time::advance(Duration::from_millis(1)).await;
     assert!(matches!(
-        bound.on_request(&request(&good)),
+        bound.on_request(&request(&good)).await,
         Outcome::Decided(RequestAction::Proceed(_))
     ));
     let status = plugin.status();
@@ -447,7 +476,7 @@ fn pooled_instances_are_reused_and_recycled_after_n_calls() {
     assert_eq!(plugin.status().instantiations, 1);
     for _ in 0..2 {
         assert!(matches!(
-            bound.on_request(&request(&h)),
+            block_on(bound.on_request(&request(&h))),
             Outcome::Decided(_)
         ));
     }
@@ -455,13 +484,13 @@ fn pooled_instances_are_reused_and_recycled_after_n_calls() {
     assert_eq!(bound.pooled(), 1);
     // The third call on that instance retires it.
     assert!(matches!(
-        bound.on_request(&request(&h)),
+        block_on(bound.on_request(&request(&h))),
         Outcome::Decided(_)
     ));
     assert_eq!(bound.pooled(), 0);
     assert_eq!(plugin.status().instances_alive, 0);
     assert!(matches!(
-        bound.on_request(&request(&h)),
+        block_on(bound.on_request(&request(&h))),
         Outcome::Decided(_)
     ));
     let status = plugin.status();
@@ -476,7 +505,7 @@ fn per_request_isolation_uses_a_fresh_instance_for_every_call() {
     let h = HeaderMap::new();
     for _ in 0..3 {
         assert!(matches!(
-            bound.on_request(&request(&h)),
+            block_on(bound.on_request(&request(&h))),
             Outcome::Decided(_)
         ));
     }
@@ -492,7 +521,7 @@ fn a_warm_pooled_rust_instance_holds_under_two_mib() {
     let h = headers(&[("x-a", "1"), ("x-b", "2"), ("user-agent", "test")]);
     for _ in 0..100 {
         assert!(matches!(
-            bound.on_request(&request(&h)),
+            block_on(bound.on_request(&request(&h))),
             Outcome::Decided(_)
         ));
     }
@@ -562,14 +591,14 @@ fn hot_swap_keeps_calls_on_the_old_version_working_and_carries_unchanged_plugins
     drop(old);
 
     let h = HeaderMap::new();
-    match old_bound.on_request(&request(&h)) {
+    match block_on(old_bound.on_request(&request(&h))) {
         Outcome::Decided(RequestAction::Proceed(m)) => {
             assert_eq!(m.set, set(&[("x-plugin-version", "v1")]))
         }
         other => panic!("unexpected {other:?}"),
     }
     assert!(matches!(
-        new_bound.on_request(&request(&h)),
+        block_on(new_bound.on_request(&request(&h))),
         Outcome::Decided(RequestAction::Proceed(_))
     ));
 

@@ -183,7 +183,8 @@ pub struct ConfigView<'a> {
     pub version: u64,
     /// Hash of the config file text it was built from.
     pub hash: &'a str,
-    /// The validated config, defaults filled in.
+    /// The validated config, defaults filled in; plugin config values redacted but for the
+    /// keys each binding lists in `public_config`.
     pub config: &'a levee_config::Config,
     /// The last reload attempts.
     pub reload: ReloadStatus,
@@ -191,8 +192,9 @@ pub struct ConfigView<'a> {
 
 fn config(state: &AdminState) -> Response<ProxyBody> {
     let snapshot = state.snapshot.load();
-    // The config holds no secrets today: `admin.token_file` is a path, and the token itself is
-    // never part of the config. Anything secret added later must be redacted here.
+    // `admin.token_file` is a path, and the token itself is never part of the config. Plugin
+    // binding configs may hold credentials: `RoutePlugin` serializes their values redacted
+    // (but for its `public_config` keys). Anything secret added later must be redacted too.
     json_response(
         StatusCode::OK,
         &ConfigView {

@@ -834,6 +834,92 @@ async fn spinning_plugin_is_stopped_at_its_deadline_and_other_routes_keep_answer
     .await;
 }
 
+/// Issue 14, finding 4: a plugin call used to hold its worker thread for its whole deadline, so
+/// two spinning calls on this two-worker runtime (which serves the gateway and the test client
+/// alike) stopped every other request until their deadline. Now a call yields at every epoch
+/// tick: the other route answers, and `/plugins` too, while both are still spinning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_plugin_calls_do_not_hold_the_worker_threads_for_their_deadline() {
+    bounded(async {
+        let upstream = ChaosUpstream::start("main").await;
+        let yaml = with_plugins(
+            &config(
+                &[
+                    route("spin", "/spin/", "main").with(&route_plugins(&[("spin", "null")])),
+                    route("good", "/good/", "main"),
+                ],
+                &[cluster("main", &[upstream.addr()]).with("outlier_detection: false")],
+            ),
+            &[plugin("spin", "spin.wasm").deadline("3s")],
+        );
+        let gateway = start(&yaml, &[("spin.wasm", rust_wasm("spin"))]).await;
+
+        let url = gateway.url("public", "/spin/x");
+        let spinning: Vec<_> = (0..2)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { client::get(&client::http1(), &url).await })
+            })
+            .collect();
+        // Both calls are in the guest (as `/plugins` counts them) before the other route is
+        // asked; with calls that block, `/plugins` itself answered only after their deadline.
+        assert!(
+            eventually(TRIES, || async { view(&gateway, "spin").await.calls == 2 }).await,
+            "the spinning calls never started"
+        );
+        let reply = gateway.get("/good/x").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let during = view(&gateway, "spin").await;
+        assert_eq!(
+            during.faults("deadline"),
+            0,
+            "the other route answered only after the spinning calls' deadline: {:?}",
+            during.raw
+        );
+        assert!(spinning.iter().all(|call| !call.is_finished()));
+
+        // The spinning calls still end at their deadline, by the fail-open policy.
+        for call in spinning {
+            let reply = call.await.unwrap().unwrap();
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        }
+        assert_eq!(view(&gateway, "spin").await.faults("deadline"), 2);
+        gateway.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+/// `/config` shows a binding's plugin config with its values redacted (they may be
+/// credentials), but for the keys the binding lists in `public_config`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_view_redacts_plugin_config_values_but_the_public_ones() {
+    bounded(async {
+        let upstream = ChaosUpstream::start("main").await;
+        let yaml = with_plugins(
+            &config(
+                &[route("tagged", "/", "main").with(
+                    "plugins:\n  - name: tagger\n    config: { version: v-public-7, header: x-s3cret-42 }\n    public_config: [version]\n",
+                )],
+                &[cluster("main", &[upstream.addr()])],
+            ),
+            &[plugin("tagger", "tagger.wasm")],
+        );
+        let gateway = start(&yaml, &[("tagger.wasm", rust_wasm("tagger"))]).await;
+        // The plugin still gets the whole config.
+        assert_eq!(gateway.get("/x").await.status, StatusCode::OK);
+
+        let text = client::admin_get(gateway.admin(), "/config")
+            .await
+            .expect("GET /config")
+            .text();
+        assert!(!text.contains("x-s3cret-42"), "{text}");
+        assert!(text.contains("v-public-7"), "{text}");
+        assert!(text.contains(r#"\"header\":\"<redacted>\""#), "{text}");
+        gateway.shutdown().await.unwrap();
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_hog_is_stopped_at_its_memory_cap_and_the_gateway_keeps_answering() {
     bounded(async {

@@ -144,11 +144,25 @@ impl Checker<'_> {
             };
             let request_headers = names("request_headers", plugin.request_headers);
             let response_headers = names("response_headers", plugin.response_headers);
+            let public_config = plugin.public_config.unwrap_or_default();
+            for (j, public) in public_config.iter().enumerate() {
+                let known = match &plugin.config {
+                    Some(serde_json::Value::Object(map)) => map.contains_key(public),
+                    _ => false,
+                };
+                if !known {
+                    self.err(
+                        format!("{key}[{i}].public_config[{j}]"),
+                        format!("`{public}` is not a key of this plugin's `config`"),
+                    );
+                }
+            }
             out.push(RoutePlugin {
                 name: plugin.name,
                 config: plugin
                     .config
                     .map_or_else(|| "null".to_owned(), |v| v.to_string()),
+                public_config,
                 request_headers,
                 response_headers,
             });

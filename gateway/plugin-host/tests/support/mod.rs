@@ -14,6 +14,18 @@ use bytes::Bytes;
 use http::HeaderMap;
 use levee_plugin_host::{ClusterHealth, HostServices, LogLevel, RequestHead};
 
+/// Runs a hook call (a future) to completion on this thread's current-thread runtime, made
+/// once per thread.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+    }
+    RUNTIME.with(|rt| rt.block_on(future))
+}
+
 /// The `.wasm` bytes of the example plugin `name` (its folder name, e.g. `bad-headers`).
 pub fn plugin_wasm(name: &str) -> Vec<u8> {
     let dir = built().unwrap_or_else(|e| panic!("building the example plugins failed: {e}"));

@@ -6,6 +6,9 @@
 //! `on_error` policy: fail-open (as if the plugin were absent) or fail-closed (503
 //! `plugin-failed`). Headers a plugin returns are validated by the host before the gateway sees
 //! them.
+//!
+//! A hook call is awaited: a plugin that runs long yields its worker thread at every epoch
+//! tick (see `levee_plugin_host`), so other requests keep being served meanwhile.
 
 use std::time::Duration;
 
@@ -66,13 +69,13 @@ pub(crate) struct StoreRequest {
 }
 
 /// Runs the `on-request` hooks; header changes apply to `head.headers` as they come.
-pub(crate) fn on_request(
+pub(crate) async fn on_request(
     plugins: &[std::sync::Arc<BoundPlugin>],
     head: &mut RequestParts<'_>,
 ) -> Result<OnRequest, ProxyError> {
     let mut route_to = None;
     for plugin in plugins {
-        let outcome = plugin.on_request(&head.as_head());
+        let outcome = plugin.on_request(&head.as_head()).await;
         match outcome {
             Outcome::Decided(RequestAction::Proceed(mutation)) => mutation.apply(head.headers),
             Outcome::Decided(RequestAction::Respond(local)) => {
@@ -88,7 +91,7 @@ pub(crate) fn on_request(
 
 /// Runs the `on-response` hooks on an upstream response head. Returns a replacement response
 /// if a plugin asked for one, and the copies plugins asked to store.
-pub(crate) fn on_response(
+pub(crate) async fn on_response(
     plugins: &[std::sync::Arc<BoundPlugin>],
     head: &RequestParts<'_>,
     status: StatusCode,
@@ -96,13 +99,15 @@ pub(crate) fn on_response(
 ) -> Result<(Option<Response<ProxyBody>>, Vec<StoreRequest>), ProxyError> {
     let mut stores = Vec::new();
     for plugin in plugins {
-        let outcome = plugin.on_response(
-            &head.as_head(),
-            &ResponseHead {
-                status,
-                headers: &*headers,
-            },
-        );
+        let outcome = plugin
+            .on_response(
+                &head.as_head(),
+                &ResponseHead {
+                    status,
+                    headers: &*headers,
+                },
+            )
+            .await;
         match outcome {
             Outcome::Decided(ResponseAction::Proceed(mutation)) => mutation.apply(headers),
             Outcome::Decided(ResponseAction::ProceedAndStore(spec)) => {
@@ -136,7 +141,7 @@ pub(crate) struct Failure<'a> {
 }
 
 /// Runs the `on-upstream-failure` hooks until one decides something other than `propagate`.
-pub(crate) fn on_failure(
+pub(crate) async fn on_failure(
     plugins: &[std::sync::Arc<BoundPlugin>],
     head: &RequestParts<'_>,
     failure: Failure<'_>,
@@ -155,7 +160,7 @@ pub(crate) fn on_failure(
         },
     };
     for plugin in plugins {
-        let decision = match plugin.on_upstream_failure(&head.as_head(), &input) {
+        let decision = match plugin.on_upstream_failure(&head.as_head(), &input).await {
             Outcome::Decided(decision) => decision,
             Outcome::NotImplemented | Outcome::FailOpen(_) => continue,
             Outcome::FailClosed(_) => return Err(failed(plugin)),

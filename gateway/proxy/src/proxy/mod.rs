@@ -164,7 +164,10 @@ async fn handle(
     if let Some(failure) = forwarded.failure()
         && policy.has_hook(Hook::OnUpstreamFailure)
     {
-        match routed.on_failure(&mut prepared, &forwarded, failure, tries, arrival) {
+        let decided = routed
+            .on_failure(&mut prepared, &forwarded, failure, tries, arrival)
+            .await;
+        match decided {
             Err(e) => {
                 return routed
                     .failed(e, arrival)
@@ -195,7 +198,9 @@ async fn handle(
             }
         }
     }
-    routed.respond(&mut prepared, forwarded, tries, retries, arrival)
+    routed
+        .respond(&mut prepared, forwarded, tries, retries, arrival)
+        .await
 }
 
 /// Puts the request path in normal form ([`crate::path`]) before anything looks at it, so

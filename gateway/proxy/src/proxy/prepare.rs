@@ -130,7 +130,7 @@ impl Prepared {
                 route: &route.name,
                 request_id: arrival.request_id().to_str().unwrap_or_default(),
             };
-            match hooks::on_request(&policy.plugins, &mut head)? {
+            match hooks::on_request(&policy.plugins, &mut head).await? {
                 hooks::OnRequest::Respond(response) => return Err(Stop::Respond(response)),
                 hooks::OnRequest::Forward { route_to: None } => {}
                 hooks::OnRequest::Forward {

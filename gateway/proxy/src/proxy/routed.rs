@@ -150,7 +150,7 @@ impl<'s> Routed<'s> {
     }
 
     /// Asks the plugins' `on-upstream-failure` what to do about a failed forwarding pass.
-    pub(crate) fn on_failure(
+    pub(crate) async fn on_failure(
         &self,
         prepared: &mut Prepared,
         forwarded: &Forwarded,
@@ -179,6 +179,7 @@ impl<'s> Routed<'s> {
             failure,
             &self.snapshot.store,
         )
+        .await
     }
 
     /// Carries out a plugin's `retry` or `degrade`: the request once more (with the route's
@@ -226,7 +227,7 @@ impl<'s> Routed<'s> {
     /// The last stage before the answer: the route's fallback for a failed pass, else the
     /// upstream's response through the plugins' `on-response`, copied into the store when the
     /// route or a plugin keeps it.
-    pub(crate) fn respond(
+    pub(crate) async fn respond(
         &self,
         prepared: &mut Prepared,
         forwarded: Forwarded,
@@ -263,7 +264,9 @@ impl<'s> Routed<'s> {
             let request_id = arrival.request_id().to_str().unwrap_or_default();
             let status = response.status();
             let head = prepared.hook_parts(&self.authority, &self.route.name, request_id);
-            match hooks::on_response(&policy.plugins, &head, status, response.headers_mut()) {
+            let decided =
+                hooks::on_response(&policy.plugins, &head, status, response.headers_mut()).await;
+            match decided {
                 Err(e) => {
                     return Answer::error(e, arrival.request_id())
                         .on_route(self.route)
