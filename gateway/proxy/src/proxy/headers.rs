@@ -6,11 +6,11 @@
 //! gateway's own connection to the upstream (request smuggling).
 
 use bytes::{BufMut, BytesMut};
-use http::HeaderMap;
 use http::header::{
     CONNECTION, HOST, HeaderName, HeaderValue, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
     UPGRADE,
 };
+use http::{Extensions, HeaderMap, Uri};
 
 /// The request id header, kept when valid and generated otherwise.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -30,7 +30,7 @@ pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(UPGRADE) && has_token(headers, &CONNECTION, "upgrade")
 }
 
-/// Removes hop-by-hop headers: `connection` and every header it names, `keep-alive`,
+/// Removes hop-by-hop headers: `connection` and every header it names (but `Host`), `keep-alive`,
 /// `proxy-connection`, `proxy-authorization`, `te` (except `te: trailers`, which gRPC needs),
 /// `trailer`, `transfer-encoding` and `upgrade`. With `keep_upgrade`, `connection: upgrade` and
 /// `upgrade` stay, so an upgrade can be forwarded.
@@ -94,13 +94,39 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == PROXY_CONNECTION
 }
 
-/// Removes the headers a `connection` value names.
+/// Removes the headers a `connection` value names, except `Host`: the request was routed by
+/// it, and it is for every recipient (RFC 9112 §3.2), so a client naming it must not make the
+/// upstream see another host.
 fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
     for token in tokens(connection) {
-        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+        if let Ok(name) = HeaderName::from_bytes(token.as_bytes())
+            && name != HOST
+        {
             headers.remove(name);
         }
     }
+}
+
+/// The upstream request head from a downstream one: the origin-form target only (the endpoint
+/// decides the authority), no extensions, hop-by-hop headers removed (the upgrade ones kept
+/// when `upgrade`), the forwarding headers set ([`set_forwarding`]) and the request id.
+pub(crate) fn forward_head(
+    parts: &mut http::request::Parts,
+    upgrade: bool,
+    client: &HeaderValue,
+    tls: bool,
+    authority_only: Option<&HeaderValue>,
+    request_id: &HeaderValue,
+) {
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .map_or_else(|| Uri::from_static("/"), Uri::from);
+    parts.extensions = Extensions::new();
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    set_forwarding(&mut parts.headers, client, tls, authority_only);
+    parts.headers.insert(X_REQUEST_ID, request_id.clone());
 }
 
 /// Appends `client` to `x-forwarded-for` (joining earlier values into one line), sets
@@ -215,6 +241,21 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-keep"], "yes");
+    }
+
+    /// Found by the `forward_headers` fuzz target (`fuzz/seeds/forward_headers/
+    /// regression-connection-names-host`): `connection: host` dropped the `Host` the request
+    /// was routed by, so the upstream got the endpoint's address instead.
+    #[test]
+    fn keeps_host_when_connection_names_it() {
+        let mut h = map(&[
+            ("host", "shop.example"),
+            ("connection", "Host, x-secret"),
+            ("x-secret", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["host"], "shop.example");
     }
 
     #[test]
