@@ -118,11 +118,17 @@ pub(crate) fn forward_head(
     authority_only: Option<&HeaderValue>,
     request_id: &HeaderValue,
 ) {
-    parts.uri = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .map_or_else(|| Uri::from_static("/"), Uri::from);
+    parts.uri = match parts.uri.path_and_query() {
+        Some(target) if parts.uri.scheme().is_none() => Uri::from(target.clone()),
+        // An absolute form such as `http://host#frag` or `http://host?q` has no `/` before its
+        // query, or nothing at all, which is no request target (`as_str` reads nothing as `/`).
+        Some(target) => match target.as_str() {
+            text if text.starts_with('/') => Uri::try_from(text),
+            text => Uri::try_from(format!("/{text}")),
+        }
+        .unwrap_or_else(|_| Uri::from_static("/")),
+        None => Uri::from_static("/"),
+    };
     parts.extensions = Extensions::new();
     strip_hop_by_hop(&mut parts.headers, upgrade);
     set_forwarding(&mut parts.headers, client, tls, authority_only);
@@ -256,6 +262,20 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["host"], "shop.example");
+    }
+
+    /// Found by the `forward_headers` fuzz target (`fuzz/seeds/forward_headers/
+    /// regression-absolute-form-fragment`): an absolute-form target whose path is empty before
+    /// a `#` was forwarded with an empty request target instead of `/`.
+    #[test]
+    fn forwards_an_empty_path_as_slash() {
+        let (mut parts, ()) = http::Request::get("http://example.com#frag")
+            .body(())
+            .expect("request")
+            .into_parts();
+        let id = HeaderValue::from_static("id");
+        forward_head(&mut parts, false, &id, false, None, &id);
+        assert_eq!(parts.uri.to_string(), "/");
     }
 
     #[test]
