@@ -39,6 +39,11 @@ fn routes() -> Vec<Route> {
         cluster: format!("c-{name}"),
         timeout: Duration::from_secs(15),
         max_body_size: None,
+        retry: None,
+        fallback: None,
+        rate_limit: None,
+        fault: None,
+        plugins: Vec::new(),
     };
     vec![
         route("any-root", None, prefix("/"), &[], vec![]),

@@ -22,6 +22,8 @@
 mod bindings;
 mod breaker;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod instance;
 mod params;
 mod plugin;

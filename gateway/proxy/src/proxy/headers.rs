@@ -6,11 +6,13 @@
 //! gateway's own connection to the upstream (request smuggling).
 
 use bytes::{BufMut, BytesMut};
-use http::HeaderMap;
 use http::header::{
     AUTHORIZATION, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, FORWARDED,
     HOST, HeaderName, HeaderValue, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
+use http::{Extensions, HeaderMap, Uri};
+
+use crate::conn::ConnInfo;
 
 /// The request id header, kept when valid and generated otherwise.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -35,7 +37,7 @@ pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(UPGRADE) && has_token(headers, &CONNECTION, "upgrade")
 }
 
-/// Removes hop-by-hop headers: `connection` and every header it names, `keep-alive`,
+/// Removes hop-by-hop headers: `connection` and every header it names (but `Host`), `keep-alive`,
 /// `proxy-connection`, `proxy-authorization`, `te` (except `te: trailers`, which gRPC needs),
 /// `trailer`, `transfer-encoding` and `upgrade`. With `keep_upgrade`, `connection: upgrade` and
 /// `upgrade` stay, so an upgrade can be forwarded.
@@ -137,6 +139,50 @@ pub(crate) fn has_foreign_transfer_coding(headers: &HeaderMap) -> bool {
         (Some(only), None) => !only.eq_ignore_ascii_case("chunked"),
         (Some(_), Some(_)) => true,
     }
+}
+
+/// The upstream request head from a downstream one: the origin-form target only (the endpoint
+/// decides the authority), no extensions, hop-by-hop headers removed (the upgrade ones kept
+/// when `upgrade`), the forwarding headers set ([`set_forwarding`]), the client's address and
+/// certificate as far as its listener trusts it ([`set_client_address`], [`set_client_cert`])
+/// and the request id.
+pub(crate) fn forward_head(
+    parts: &mut http::request::Parts,
+    upgrade: bool,
+    conn: &ConnInfo,
+    authority_only: Option<&HeaderValue>,
+    request_id: &HeaderValue,
+) {
+    parts.uri = match parts.uri.path_and_query() {
+        Some(target) if parts.uri.scheme().is_none() => Uri::from(target.clone()),
+        // An absolute form such as `http://host#frag` or `http://host?q` has no `/` before its
+        // query, or nothing at all, which is no request target (`as_str` reads nothing as `/`).
+        Some(target) => match target.as_str() {
+            text if text.starts_with('/') => Uri::try_from(text),
+            text => Uri::try_from(format!("/{text}")),
+        }
+        .unwrap_or_else(|_| Uri::from_static("/")),
+        None => Uri::from_static("/"),
+    };
+    parts.extensions = Extensions::new();
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    set_forwarding(
+        &mut parts.headers,
+        &conn.client_ip,
+        conn.tls,
+        authority_only,
+    );
+    set_client_address(
+        &mut parts.headers,
+        &conn.client_ip,
+        conn.trust_client_headers,
+    );
+    set_client_cert(
+        &mut parts.headers,
+        conn.client_cert.as_ref(),
+        conn.trust_client_headers,
+    );
+    parts.headers.insert(X_REQUEST_ID, request_id.clone());
 }
 
 /// Appends `client` to `x-forwarded-for` (joining earlier values into one line), sets
@@ -284,6 +330,36 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-keep"], "yes");
+    }
+
+    /// Found by the `forward_headers` fuzz target (`fuzz/seeds/forward_headers/
+    /// regression-connection-names-host`): `connection: host` dropped the `Host` the request
+    /// was routed by, so the upstream got the endpoint's address instead.
+    #[test]
+    fn keeps_host_when_connection_names_it() {
+        let mut h = map(&[
+            ("host", "shop.example"),
+            ("connection", "Host, x-secret"),
+            ("x-secret", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["host"], "shop.example");
+    }
+
+    /// Found by the `forward_headers` fuzz target (`fuzz/seeds/forward_headers/
+    /// regression-absolute-form-fragment`): an absolute-form target whose path is empty before
+    /// a `#` was forwarded with an empty request target instead of `/`.
+    #[test]
+    fn forwards_an_empty_path_as_slash() {
+        let (mut parts, ()) = http::Request::get("http://example.com#frag")
+            .body(())
+            .expect("request")
+            .into_parts();
+        let id = HeaderValue::from_static("id");
+        let conn = crate::proxy::fuzzing::conn_info("192.0.2.1".parse().expect("ip"), false, false);
+        forward_head(&mut parts, false, &conn, None, &id);
+        assert_eq!(parts.uri.to_string(), "/");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AGE, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::header::{AGE, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Response, StatusCode};
 use levee_config::FailureKind;
 use levee_plugin_host::{
@@ -176,17 +176,10 @@ pub(crate) async fn on_failure(
                 None => tracing::debug!(plugin = name, key, "serve-cached: nothing stored"),
             },
             FallbackDecision::Shed(status) => {
-                let mut response = error_response(
-                    status,
-                    "shed",
-                    &format!("plugin {name} shed the request"),
-                    &HeaderValue::from_static(""),
-                )
-                .map(body::full);
-                response
-                    .headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-                return Ok(OnFailure::Respond(response, "plugin-shed"));
+                return Ok(OnFailure::Respond(
+                    shed_response(status, name),
+                    "plugin-shed",
+                ));
             }
             FallbackDecision::Retry(spec) => {
                 return Ok(OnFailure::Resend(Resend {
@@ -260,7 +253,11 @@ pub(crate) fn keep(
 }
 
 /// The copy a plugin stored under `key`, as a response marked `x-levee-cache: plugin`.
-fn cached(store: &ResponseStore, plugin: &str, key: &str) -> Option<Response<ProxyBody>> {
+pub(crate) fn cached(
+    store: &ResponseStore,
+    plugin: &str,
+    key: &str,
+) -> Option<Response<ProxyBody>> {
     let body = store.get_bytes(plugin, key.as_bytes())?;
     let head = store.get_bytes(plugin, &head_key(key));
     let mut response = Response::new(body::full(body));
@@ -293,12 +290,33 @@ fn cached(store: &ResponseStore, plugin: &str, key: &str) -> Option<Response<Pro
     Some(response)
 }
 
-fn local_response(local: LocalResponse) -> Response<ProxyBody> {
+/// The answer to `shed(status)` from plugin `name`: the gateway's JSON error, `retry-after: 1`.
+pub(crate) fn shed_response(status: StatusCode, name: &str) -> Response<ProxyBody> {
+    let mut response = error_response(
+        status,
+        "shed",
+        &format!("plugin {name} shed the request"),
+        &HeaderValue::from_static(""),
+    )
+    .map(body::full);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// The response for a plugin's `respond`, `replace` or `serve`. The gateway frames it from the
+/// body: a plugin's `content-length` and hop-by-hop headers go, as from an upstream response
+/// (a `content-length` that disagreed with the body would desynchronise the client's
+/// connection, and hyper trusts the header).
+pub(crate) fn local_response(local: LocalResponse) -> Response<ProxyBody> {
     let mut response = Response::new(body::full(local.body));
     *response.status_mut() = local.status;
     for (name, value) in local.headers {
         response.headers_mut().append(name, value);
     }
+    super::headers::strip_hop_by_hop(response.headers_mut(), false);
+    response.headers_mut().remove(CONTENT_LENGTH);
     if !response.headers().contains_key(CONTENT_TYPE) && !response.body_is_empty() {
         response.headers_mut().insert(
             CONTENT_TYPE,
@@ -332,5 +350,44 @@ fn host_kind(kind: FailureKind) -> host::FailureKind {
         FailureKind::NoHealthyEndpoint => host::FailureKind::NoHealthyEndpoint,
         FailureKind::Overloaded => host::FailureKind::Overloaded,
         FailureKind::RateLimited => host::FailureKind::RateLimited,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::{HeaderName, StatusCode};
+    use http_body_util::BodyExt;
+    use levee_plugin_host::LocalResponse;
+
+    use super::local_response;
+
+    /// Found by the `plugin_boundary` fuzz target (`fuzz/seeds/plugin_boundary/
+    /// regression-local-response-framing`): a plugin's `content-length` and
+    /// `transfer-encoding` were sent as given, whatever the body.
+    #[tokio::test]
+    async fn a_local_response_is_framed_by_its_body() {
+        let header = |name: &'static str, value: &'static str| {
+            (
+                HeaderName::from_static(name),
+                http::HeaderValue::from_static(value),
+            )
+        };
+        let response = local_response(LocalResponse {
+            status: StatusCode::OK,
+            headers: vec![
+                header("content-length", "1000"),
+                header("transfer-encoding", "chunked"),
+                header("connection", "close, x-internal"),
+                header("x-internal", "1"),
+                header("x-kept", "yes"),
+            ],
+            body: Bytes::from_static(b"short"),
+        });
+        let (parts, body) = response.into_parts();
+        let names: Vec<&str> = parts.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-kept", "content-type"], "{:?}", parts.headers);
+        let body = body.collect().await.expect("a full body").to_bytes();
+        assert_eq!(body, "short");
     }
 }

@@ -30,6 +30,8 @@ pub mod error;
 mod fallback;
 pub mod fault;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod headers;
 mod hooks;
 mod limit;
@@ -245,9 +247,7 @@ fn normalize_path<B>(
 /// The host a request is for (with any port) and, when it came only from the URI, a `Host`
 /// value to send upstream. An absolute-form target (or HTTP/2 `:authority`) wins over `Host`
 /// (RFC 9112 §3.2.2), but the two must name the same host.
-fn downstream_host(
-    req: &Request<Incoming>,
-) -> Result<(Option<&str>, Option<HeaderValue>), ProxyError> {
+fn downstream_host<B>(req: &Request<B>) -> Result<(Option<&str>, Option<HeaderValue>), ProxyError> {
     // RFC 9112 §3.2: more than one Host, or one that is not a valid host, is a 400. The
     // gateway routes by one value, so forwarding another would let the upstream disagree.
     let mut hosts = req.headers().get_all(HOST).iter();

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use http::header::CONTENT_LENGTH;
-use http::{Extensions, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use levee_plugin_host::Hook;
@@ -19,7 +19,7 @@ use super::record::Arrival;
 use super::replay::{self, ReplayBody};
 use super::retry::Retries;
 use super::routed::Routed;
-use super::{X_REQUEST_ID, headers, hooks, upgrade};
+use super::{headers, hooks, upgrade};
 use crate::body::ProxyBody;
 use crate::conn::ConnInfo;
 use crate::upstream::{Cluster, UpstreamError};
@@ -86,33 +86,13 @@ impl Prepared {
         let downstream_upgrade = upgrade.then(|| upgrade::Downstream::of(&mut req));
 
         let (mut parts, body) = req.into_parts();
-        // Only the path goes upstream; the endpoint decides the authority.
-        parts.uri = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .map_or_else(|| Uri::from_static("/"), Uri::from);
-        parts.extensions = Extensions::new();
-        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-        headers::set_forwarding(
-            &mut parts.headers,
-            &conn.client_ip,
-            conn.tls,
+        headers::forward_head(
+            &mut parts,
+            upgrade,
+            conn,
             routed.authority_only.as_ref(),
+            arrival.request_id(),
         );
-        headers::set_client_address(
-            &mut parts.headers,
-            &conn.client_ip,
-            conn.trust_client_headers,
-        );
-        headers::set_client_cert(
-            &mut parts.headers,
-            conn.client_cert.as_ref(),
-            conn.trust_client_headers,
-        );
-        parts
-            .headers
-            .insert(X_REQUEST_ID, arrival.request_id().clone());
 
         let policy = &route.policy;
         if policy.has_hook(Hook::OnRequest) {
