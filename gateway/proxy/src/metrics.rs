@@ -231,7 +231,8 @@ fn new_latency_histogram() -> Histogram {
 ///   `levee_downstream_connections_rejected_total{listener,reason}` (`max_connections` or
 ///   `max_connections_per_client`), `levee_downstream_connections_evicted_total` (idle
 ///   connections closed to make room for new ones), `levee_downstream_connections_parked`
-///   (idle HTTP/1 connections holding no HTTP buffers).
+///   (idle HTTP/1 connections holding no HTTP buffers), `levee_downstream_send_timeouts_total`
+///   (responses cancelled, or connections closed, after `send_timeout` without progress).
 /// - `levee_upstream_connections_active{cluster,endpoint}`, `levee_upstream_connections_total`,
 ///   `levee_upstream_connect_failures_total`.
 /// - `levee_config_reloads_total{result="success|error"}`, `levee_config_last_reload_success`
@@ -248,6 +249,7 @@ pub struct Metrics {
     downstream_rejected: Family<RejectedLabels, Counter>,
     downstream_evicted: Family<ListenerLabels, Counter>,
     downstream_parked: Family<ListenerLabels, Gauge>,
+    downstream_send_timeouts: Family<ListenerLabels, Counter>,
     upstream_active: Family<EndpointLabels, Gauge>,
     upstream_total: Family<EndpointLabels, Counter>,
     upstream_connect_failures: Family<EndpointLabels, Counter>,
@@ -400,6 +402,12 @@ impl Default for Metrics {
             "Idle downstream connections closed to make room for a new one at max_connections",
             downstream_evicted.clone(),
         );
+        let downstream_send_timeouts = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "downstream_send_timeouts",
+            "Responses cancelled, and connections closed, because the client took nothing for send_timeout",
+            downstream_send_timeouts.clone(),
+        );
         let downstream_parked = Family::<ListenerLabels, Gauge>::default();
         registry.register(
             "downstream_connections_parked",
@@ -465,6 +473,7 @@ impl Default for Metrics {
             request_bytes,
             downstream_active,
             downstream_parked,
+            downstream_send_timeouts,
             downstream_total,
             downstream_rejected,
             downstream_evicted,
@@ -639,6 +648,14 @@ impl Metrics {
 
     /// The gauge of `listener`'s idle connections that have given back their buffers, to
     /// resolve once per listener.
+    /// `levee_downstream_send_timeouts_total` of `listener`, counted by its connections.
+    pub fn downstream_send_timeouts(&self, listener: &str) -> Counter {
+        let labels = ListenerLabels {
+            listener: listener.into(),
+        };
+        self.downstream_send_timeouts.get_or_create(&labels).clone()
+    }
+
     pub fn downstream_parked(&self, listener: &str) -> Gauge {
         let labels = ListenerLabels {
             listener: listener.into(),

@@ -34,6 +34,19 @@ async fn others_are_served(gateway: &TestGateway) -> bool {
     .await
 }
 
+/// `levee_downstream_send_timeouts_total` of the `public` listener.
+async fn send_timeouts(gateway: &TestGateway) -> f64 {
+    let text = client::admin_get(gateway.admin(), "/metrics")
+        .await
+        .expect("GET /metrics")
+        .text();
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(r#"levee_downstream_send_timeouts_total{listener="public"} "#)
+        })
+        .map_or(0.0, |value| value.trim().parse().expect("a number"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_client_with_a_zero_window_loses_its_streams_after_send_timeout() {
     bounded(async {
@@ -73,6 +86,8 @@ async fn h2_client_with_a_zero_window_loses_its_streams_after_send_timeout() {
         );
         let closed = tokio::time::timeout(Duration::from_secs(10), driver).await;
         assert!(closed.is_ok(), "the stalled connection is still open");
+        // Each of the four stalled responses is counted once, however often it is looked at.
+        assert_eq!(send_timeouts(&gateway).await, 4.0);
         drop((held, send));
     })
     .await;
@@ -102,6 +117,7 @@ async fn http1_client_that_never_reads_is_closed_after_send_timeout() {
         let (closed, received) = tcp::closes_within_timeout(&mut stalled).await;
         assert!(closed, "the stalled connection is still open");
         assert!(received.len() < SIZE, "the whole response arrived");
+        assert!(send_timeouts(&gateway).await >= 1.0);
     })
     .await;
 }

@@ -37,6 +37,8 @@ pub(super) struct Shared {
     pub(super) metrics: Arc<Metrics>,
     /// `levee_downstream_connections_parked` of this listener.
     pub(super) parked: prometheus_client::metrics::gauge::Gauge,
+    /// `levee_downstream_send_timeouts_total` of this listener.
+    pub(super) send_timeouts: prometheus_client::metrics::counter::Counter,
     pub(super) tracker: Arc<Tracker>,
 }
 

@@ -74,6 +74,8 @@ pub(super) struct Activity {
     write_blocked_ms: AtomicU64,
     /// The response bodies being sent, for `send_timeout`.
     sends: Mutex<Vec<Arc<Sending>>>,
+    /// Responses cancelled by `send_timeout` and not yet counted in the listener's metric.
+    send_timeouts: AtomicU64,
     /// Requests from the service call until their response body is done.
     in_flight: AtomicUsize,
     /// Requests started so far: a request that slips in while the connection is being parked
@@ -102,6 +104,7 @@ impl Activity {
             last_write_ms: AtomicU64::new(0),
             write_blocked_ms: AtomicU64::new(NEVER),
             sends: Mutex::new(Vec::new()),
+            send_timeouts: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
             // A new connection owes its first request head from the accept on.
@@ -183,6 +186,9 @@ impl Activity {
             let deadline = self.at(owed) + send_timeout;
             if now >= deadline {
                 stalled += 1;
+                if !sending.cancelled.load(Ordering::Relaxed) {
+                    self.send_timeouts.fetch_add(1, Ordering::Relaxed);
+                }
                 sending.cancel();
             } else {
                 next = next.min(deadline);
@@ -196,6 +202,11 @@ impl Activity {
             next = next.min(quiet_until);
         }
         SendCheck::Later(next)
+    }
+
+    /// The responses [`Self::send_check`] cancelled since the last call.
+    pub(super) fn take_send_timeouts(&self) -> u64 {
+        self.send_timeouts.swap(0, Ordering::Relaxed)
     }
 
     /// Bytes arrived: they are activity, and they start a request head unless a request is

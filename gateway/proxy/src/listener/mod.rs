@@ -175,6 +175,7 @@ impl ListenerSet {
                 proxy: self.proxy.clone(),
                 metrics: self.metrics.clone(),
                 parked: self.metrics.downstream_parked(&planned.name),
+                send_timeouts: self.metrics.downstream_send_timeouts(&planned.name),
                 tracker: self.tracker.clone(),
             });
             let task = tokio::spawn(accept::accept_loop(socket, shared.clone()));

@@ -37,6 +37,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use levee_config::ListenerLimits;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -107,6 +108,7 @@ pub(super) async fn serve(
         send_timeout: limits.send_timeout,
         header_read_timeout: None,
         parked: guard.shared.parked.clone(),
+        send_timeouts: guard.shared.send_timeouts.clone(),
     };
     match &settings.tls {
         Some(tls) => {
@@ -194,6 +196,8 @@ struct Control {
     header_read_timeout: Option<Duration>,
     /// The listener's `levee_downstream_connections_parked`.
     parked: Gauge,
+    /// The listener's `levee_downstream_send_timeouts_total`.
+    send_timeouts: Counter,
 }
 
 /// Counts a connection as parked until dropped, however its wait ends.
@@ -429,11 +433,14 @@ where
         send_timeout,
         header_read_timeout,
         parked: _,
+        send_timeouts,
     } = ctl;
     let (idle_timeout, send_timeout, header_read_timeout) =
         (*idle_timeout, *send_timeout, *header_read_timeout);
     let activity: &Activity = activity;
     let mut shutting_down = false;
+    // Responses this connection cancelled for `send_timeout`, counted in `send_timeouts`.
+    let mut cancelled_here = 0;
     // Waiting for a long request to end (see `Activity::wake_when_idle`).
     let mut waiting = false;
     // The request count when this side asked hyper to stop for parking; a request started
@@ -566,13 +573,24 @@ where
                 went_idle.set(activity.went_idle());
                 quiet.as_mut().reset(activity.next_idle_check(quiet_after));
             }
-            Event::SendTimer => match activity.send_check(send_timeout) {
-                SendCheck::Drop => {
-                    tracing::debug!("no response progress within send_timeout; closing");
-                    return End::Dropped;
+            Event::SendTimer => {
+                let check = activity.send_check(send_timeout);
+                let cancelled = activity.take_send_timeouts();
+                send_timeouts.inc_by(cancelled);
+                cancelled_here += cancelled;
+                match check {
+                    SendCheck::Drop => {
+                        tracing::debug!("no response progress within send_timeout; closing");
+                        // A write blocked with no response cancelled (the last bytes of an
+                        // ended body) is counted once, as the connection.
+                        if cancelled_here == 0 {
+                            send_timeouts.inc();
+                        }
+                        return End::Dropped;
+                    }
+                    SendCheck::Later(at) => send.as_mut().reset(at),
                 }
-                SendCheck::Later(at) => send.as_mut().reset(at),
-            },
+            }
         }
     }
 }
