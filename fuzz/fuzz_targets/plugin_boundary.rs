@@ -6,15 +6,16 @@
 //! kept by `proceed-and-store` and served back by `serve-cached`). Checks, per
 //! `docs/plugins.md`:
 //!
-//! - `status`: a status outside 100-599 makes the decision an `invalid-output` fault; any
-//!   other is sent as given;
+//! - `status`: a status outside 200-599 (1xx are interim) makes the decision an
+//!   `invalid-output` fault; any other is sent as given;
 //! - `headers`: invalid names and values are dropped and counted, valid ones kept as given
 //!   (names lower-cased), in order;
 //! - `local`: a local response has the plugin's status and body, its headers, and
 //!   `content-type: text/plain; charset=utf-8` when it has a body and no `content-type`;
 //! - `framing`: a local response carries no hop-by-hop header and no `content-length` other
 //!   than its body's length, so a plugin cannot frame the gateway's downstream connection;
-//! - `mutation`: a header mutation removes, then sets, exactly as documented;
+//! - `mutation`: a header mutation removes, then sets, exactly as documented; it never sets a
+//!   framing or connection header (those entries are dropped and counted);
 //! - `shed`: the status, `retry-after: 1`, `x-levee-error: shed`;
 //! - `stored`: a stored response is served back with its status and headers (without
 //!   `content-length`, `transfer-encoding` and `age`; with `x-levee-cache: plugin`) and body.
@@ -119,8 +120,34 @@ fn valid(list: &[(String, Vec<u8>)]) -> Vec<(HeaderName, HeaderValue)> {
         .collect()
 }
 
+/// Headers a mutation may not set: the gateway frames every message from its body.
+const FRAMING: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// The entries of `list` a header mutation keeps: valid, and not framing.
+fn settable(list: &[(String, Vec<u8>)]) -> Vec<(HeaderName, HeaderValue)> {
+    valid(list)
+        .into_iter()
+        .filter(|(name, _)| !FRAMING.contains(&name.as_str()))
+        .collect()
+}
+
+/// Entries dropped: invalid ones, and for a mutation (`with_remove`) framing ones too.
 fn invalid_count(input: &Input, with_remove: bool) -> u64 {
-    let bad_set = input.set.len() - valid(&input.set).len();
+    let kept = if with_remove {
+        settable(&input.set).len()
+    } else {
+        valid(&input.set).len()
+    };
+    let bad_set = input.set.len() - kept;
     let bad_remove = if with_remove {
         input
             .remove
@@ -177,7 +204,7 @@ fn check_converted<T: std::fmt::Debug>(
             format_args!("{} entries dropped, {expected} invalid", converted.dropped),
         );
     }
-    let in_range = status.is_none_or(|s| (100..=599).contains(&s));
+    let in_range = status.is_none_or(|s| (200..=599).contains(&s));
     match (&converted.decision, in_range) {
         (Ok(_), true) | (Err(_), false) => {}
         (Ok(decision), false) => fail(
@@ -189,7 +216,7 @@ fn check_converted<T: std::fmt::Debug>(
 }
 
 fn check_mutation(input: &Input, mutation: &HeaderMutation) {
-    if mutation.set != valid(&input.set) {
+    if mutation.set != settable(&input.set) {
         fail(
             "headers",
             format_args!("set {:?} from {:?}", mutation.set, input.set),

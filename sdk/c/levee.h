@@ -93,7 +93,7 @@ const levee_bytes_t *levee_headers_get(const levee_headers_t *headers, const cha
 
 /* === responses and mutations === */
 
-/** An empty response with `status` (100 to 599; anything else is a plugin fault). */
+/** An empty response with `status` (200 to 599; anything else is a plugin fault). */
 levee_response_t levee_response(uint16_t status);
 
 /** Adds a header to a response. */

@@ -39,7 +39,7 @@ pub(crate) mod convert {
     /// dropped and counted, and the rest of the decision applies.
     #[derive(Debug)]
     pub(crate) enum Invalid {
-        /// A status outside 100-599.
+        /// A status outside 200-599 (1xx are interim, never a final answer).
         Status(u16),
     }
 
@@ -227,8 +227,9 @@ pub(crate) mod convert {
         })
     }
 
+    /// A final status: 1xx statuses are interim, never the answer to a request.
     fn status_code(status: u16) -> Result<StatusCode, Invalid> {
-        if !(100..=599).contains(&status) {
+        if !(200..=599).contains(&status) {
             return Err(Invalid::Status(status));
         }
         StatusCode::from_u16(status).map_err(|_| Invalid::Status(status))
@@ -246,10 +247,35 @@ pub(crate) mod convert {
                 }
             })
             .collect();
-        HeaderMutation {
-            set: headers(mutation.set, stats),
-            remove,
-        }
+        let set = headers(mutation.set, stats)
+            .into_iter()
+            .filter(|(name, _)| {
+                let framing = is_framing(name);
+                if framing {
+                    stats.invalid_output.fetch_add(1, Ordering::Relaxed);
+                }
+                !framing
+            })
+            .collect();
+        HeaderMutation { set, remove }
+    }
+
+    /// Headers that say how a message is framed or how its connection behaves. The gateway
+    /// frames every message it sends from its body, so a plugin setting one (a `content-length`
+    /// that disagrees with the body, a `transfer-encoding`) could make the other side read a
+    /// different message than the one sent: such entries are dropped and counted.
+    fn is_framing(name: &HeaderName) -> bool {
+        matches!(
+            name.as_str(),
+            "content-length"
+                | "transfer-encoding"
+                | "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "te"
+                | "trailer"
+                | "upgrade"
+        )
     }
 
     /// Keeps the valid entries; counts the others in `invalid_output`.

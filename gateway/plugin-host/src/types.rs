@@ -222,7 +222,7 @@ impl HeaderMutation {
 /// A response a plugin asks the gateway to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalResponse {
-    /// The status (100 to 599; anything else was a plugin fault).
+    /// The status (200 to 599; anything else was a plugin fault).
     pub status: StatusCode,
     /// Response headers.
     pub headers: Vec<(HeaderName, HeaderValue)>,
@@ -300,7 +300,7 @@ pub enum FaultKind {
     Deadline,
     /// The guest tried to grow its memory past `limits.memory`.
     OutOfMemory,
-    /// The guest returned a decision the host cannot act on (e.g. a status outside 100-599).
+    /// The guest returned a decision the host cannot act on (e.g. a status outside 200-599).
     InvalidOutput,
     /// No instance could be made: the engine's instance pool is full, or `init` on a fresh
     /// instance failed.

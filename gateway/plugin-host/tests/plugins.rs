@@ -388,14 +388,34 @@ fn invalid_headers_are_dropped_and_counted_and_the_rest_applies() {
 }
 
 #[test]
-fn a_status_outside_100_to_599_is_an_invalid_output_fault() {
+fn a_status_outside_200_to_599_is_an_invalid_output_fault() {
+    for mode in ["bad-status", "interim-status"] {
+        let (plugin, _) = load("bad-headers", |_| {});
+        let config = format!(r#"{{"mode":"{mode}"}}"#);
+        let bound = plugin.bind(config.as_bytes()).unwrap();
+        assert_eq!(
+            block_on(bound.on_request(&request(&HeaderMap::new()))),
+            Outcome::FailOpen(Bypass::Fault(FaultKind::InvalidOutput)),
+            "{mode}"
+        );
+        assert_eq!(plugin.status().faults_of(FaultKind::InvalidOutput), 1);
+    }
+}
+
+#[test]
+fn framing_headers_set_by_a_plugin_are_dropped_and_counted() {
     let (plugin, _) = load("bad-headers", |_| {});
-    let bound = plugin.bind(br#"{"mode":"bad-status"}"#).unwrap();
-    assert_eq!(
-        block_on(bound.on_request(&request(&HeaderMap::new()))),
-        Outcome::FailOpen(Bypass::Fault(FaultKind::InvalidOutput))
-    );
-    assert_eq!(plugin.status().faults_of(FaultKind::InvalidOutput), 1);
+    let bound = plugin.bind(br#"{"mode":"framing"}"#).unwrap();
+    let h = HeaderMap::new();
+    match block_on(bound.on_request(&request(&h))) {
+        Outcome::Decided(RequestAction::Proceed(m)) => {
+            assert_eq!(m.set, set(&[("x-good", "yes")]));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // `content-length`, `transfer-encoding` and `connection`.
+    assert_eq!(plugin.status().invalid_output, 3);
+    assert_eq!(plugin.status().total_faults(), 0);
 }
 
 // === on_error policies ===

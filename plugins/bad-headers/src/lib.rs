@@ -11,6 +11,11 @@
 //! - `respond`: on-request answers with a 200 local response carrying those headers.
 //! - `bad-status`: on-request answers with status 42, which no HTTP response can have.
 //! - `unknown-cluster`: on-request routes to the cluster `no-such-cluster`.
+//! - `framing`: on-request and on-response proceed setting `content-length: 0`,
+//!   `transfer-encoding: chunked` and `connection: close` (which the host drops: it frames
+//!   messages itself) beside `x-good: yes`.
+//! - `interim-status`: on-request answers with status 103, an interim status that cannot be
+//!   the final answer.
 
 use levee_sdk::{
     HeaderMutation, Hooks, Policy, RequestAction, RequestHead, Response, ResponseAction,
@@ -48,6 +53,8 @@ enum Mode {
     Respond,
     BadStatus,
     UnknownCluster,
+    Framing,
+    InterimStatus,
 }
 
 // === impl BadHeaders ===
@@ -58,6 +65,14 @@ fn bad_mutation() -> HeaderMutation {
         .set(BAD_VALUE_HEADER, BAD_VALUE)
         .set("x-good", "yes")
         .remove(BAD_NAME)
+}
+
+fn framing_mutation() -> HeaderMutation {
+    HeaderMutation::new()
+        .set("content-length", "0")
+        .set("transfer-encoding", "chunked")
+        .set("connection", "close")
+        .set("x-good", "yes")
 }
 
 fn bad_response(status: u16) -> Response {
@@ -82,12 +97,15 @@ impl Policy for BadHeaders {
             Mode::Respond => RequestAction::respond(bad_response(200)),
             Mode::BadStatus => RequestAction::respond(bad_response(42)),
             Mode::UnknownCluster => RequestAction::route_to(UNKNOWN_CLUSTER),
+            Mode::Framing => RequestAction::proceed_with(framing_mutation()),
+            Mode::InterimStatus => RequestAction::respond(bad_response(103)),
         }
     }
 
     fn on_response(&mut self, _req: &RequestHead, _resp: &ResponseHead) -> ResponseAction {
         match self.mode {
             Mode::Mutation => ResponseAction::proceed_with(bad_mutation()),
+            Mode::Framing => ResponseAction::proceed_with(framing_mutation()),
             _ => ResponseAction::proceed(),
         }
     }

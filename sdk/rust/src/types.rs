@@ -88,7 +88,7 @@ pub struct HeaderMutation {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
-    /// 100 to 599; the host treats anything else as a plugin fault.
+    /// 200 to 599; the host treats anything else as a plugin fault.
     pub status: u16,
     /// Response headers, in order.
     pub headers: HeaderList,
