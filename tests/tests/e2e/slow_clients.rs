@@ -94,6 +94,46 @@ async fn h2_client_with_a_zero_window_loses_its_streams_after_send_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_client_that_pings_but_never_opens_its_window_is_closed() {
+    bounded(async {
+        let upstream = Server::http1().stream(1 << 20).run().await;
+        let yaml = config(upstream.addr(), "send_timeout: 1s", "max_requests: 4");
+        let gateway = TestGateway::start(&yaml).await.unwrap();
+        let addr = gateway.addr("public");
+
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut send, mut conn) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, Bytes>(tcp)
+            .await
+            .unwrap();
+        let mut ping_pong = conn.ping_pong().expect("ping_pong");
+        let driver = tokio::spawn(conn);
+        send = send.ready().await.unwrap();
+        let req = Request::get(format!("http://{addr}/")).body(()).unwrap();
+        let (response, _) = send.send_request(req, true).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+
+        // A PING every 200 ms: each answer is a write on the connection, but not progress
+        // of the response the client never lets through.
+        let pinger = tokio::spawn(async move {
+            for _ in 0..100 {
+                if ping_pong.ping(h2::Ping::opaque()).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        let closed = tokio::time::timeout(Duration::from_secs(10), driver).await;
+        assert!(closed.is_ok(), "pings kept the stalled connection open");
+        pinger.abort();
+        drop((response, send));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_client_that_never_reads_is_closed_after_send_timeout() {
     bounded(async {
         // Far more than the socket buffers on both sides hold.

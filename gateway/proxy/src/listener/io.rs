@@ -185,6 +185,13 @@ impl Activity {
             }
             let deadline = self.at(owed) + send_timeout;
             if now >= deadline {
+                // Cancelled a `send_timeout` ago and still not taken: the client keeps the
+                // connection busy with other traffic (HTTP/2 PINGs) but never takes the
+                // response, so the writes that reset `quiet_until` are not progress.
+                if sending.cancelled.load(Ordering::Relaxed) && now >= deadline + send_timeout {
+                    return SendCheck::Drop;
+                }
+                next = next.min(deadline + send_timeout);
                 stalled += 1;
                 if !sending.cancelled.load(Ordering::Relaxed) {
                     self.send_timeouts.fetch_add(1, Ordering::Relaxed);
