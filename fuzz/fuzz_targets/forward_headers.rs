@@ -15,9 +15,10 @@
 //! - `target`: origin-form, the client's path and query; the method as it was;
 //! - `passthrough`: every other header unchanged, values in order.
 //!
-//! Input, split on `\n`: `METHOD TARGET [VERSION] [tls] [trusted]` (VERSION: `HTTP/1.0`, `HTTP/2`, else
-//! HTTP/1.1), the peer's IP address (else 192.0.2.1), then one header per line as `name:value`.
-//! Unparsable methods, targets, names and values are skipped, as hyper would refuse them.
+//! Input, split on `\n`: `METHOD TARGET [VERSION] [tls] [trusted]` (VERSION: `HTTP/1.0`,
+//! `HTTP/2`, else HTTP/1.1; `trusted`: the listener trusts its clients' forwarding headers), the
+//! peer's IP address (else 192.0.2.1), then one header per line as `name:value`. Unparsable
+//! methods, targets, names and values are skipped, as hyper would refuse them.
 
 #![no_main]
 

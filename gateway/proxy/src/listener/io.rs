@@ -412,6 +412,8 @@ pub(super) struct SendTimedOut;
 #[derive(Debug)]
 pub(super) struct InFlightBody {
     sending: Arc<Sending>,
+    /// The waker the upstream body is polled with ([`Sending`]'s), made once.
+    upstream_waker: Waker,
     activity: Arc<Activity>,
     /// The rest of a data frame larger than [`MAX_SLICE`].
     rest: Bytes,
@@ -424,15 +426,15 @@ impl InFlightBody {
         let activity = in_flight.0.clone();
         let sending = Arc::new(Sending {
             start: activity.start,
-            owed_ms: AtomicU64::new(NEVER),
+            // hyper owes the body its first poll from the moment it has the response.
+            owed_ms: AtomicU64::new(activity.now_ms()),
             task: AtomicWaker::new(),
             body: Mutex::new(Some((inner, in_flight))),
             cancelled: AtomicBool::new(false),
         });
-        // hyper owes the body its first poll from the moment it has the response.
-        sending.owed_ms.store(sending.now_ms(), Ordering::Relaxed);
         activity.sends().push(sending.clone());
         Self {
+            upstream_waker: Waker::from(sending.clone()),
             sending,
             activity,
             rest: Bytes::new(),
@@ -471,8 +473,7 @@ impl Body for InFlightBody {
         // Owed nothing while the upstream is polled: a wake-up from it (even during this poll)
         // marks the body owed again.
         sending.owed_ms.store(NEVER, Ordering::Relaxed);
-        let waker = Waker::from(sending.clone());
-        let res = Pin::new(inner).poll_frame(&mut Context::from_waker(&waker));
+        let res = Pin::new(inner).poll_frame(&mut Context::from_waker(&this.upstream_waker));
         match res {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(frame))) => {

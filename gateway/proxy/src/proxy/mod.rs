@@ -3,11 +3,12 @@
 //! [`Proxy::call`] loads the snapshot once (the request finishes on it, whatever reloads
 //! happen meanwhile) and runs the stages in order. Each stage is a value handed to the next:
 //!
-//! 1. [`Routed`] (`routed.rs`): the downstream checks (`CONNECT` refused, a transfer coding
-//!    other than `chunked` refused, the host from the absolute-form target or
-//!    `Host`/`:authority`, a target that disagrees with `Host`, names another scheme than
-//!    HTTP or carries userinfo refused, Host required of HTTP/1.1), the route ([`crate::route`]) or 404, then admission (rate limit, fault
-//!    injection);
+//! 1. [`Routed`] (`routed.rs`), once the path is in normal form ([`crate::path`]): the
+//!    downstream checks (`CONNECT` refused, a transfer coding other than `chunked` refused,
+//!    the host from the absolute-form target or `Host`/`:authority`, a target that disagrees
+//!    with `Host`, names another scheme than HTTP or carries userinfo refused, `Host`
+//!    required of HTTP/1.1), the route ([`crate::route`]) or 404, then admission (rate limit,
+//!    fault injection);
 //! 2. [`Prepared`] (`prepare.rs`): request id and header rewriting ([`headers`]), the plugins'
 //!    `on-request`, the body limit ([`limit`]) and the body kept for retries ([`replay`]);
 //! 3. [`Attempt`](forward) (`forward.rs`): one try, which owns its permits, endpoint and

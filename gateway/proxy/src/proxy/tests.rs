@@ -1138,12 +1138,11 @@ async fn connection_header_cannot_remove_host_or_authorization() {
     assert!(h.get("x-hop").is_none(), "{h}");
 }
 
-/// An HTTP/1.0 upstream's reply reaches an HTTP/1.1 client as HTTP/1.1: the status line is
-/// the gateway's, not the upstream's.
-#[tokio::test]
-async fn response_carries_the_gateway_s_http_version_not_the_upstream_s() {
+/// An upstream that answers every request head with `reply`, byte for byte: for replies hyper
+/// would not write (an HTTP/1.0 status line, a foreign transfer coding).
+async fn raw_reply_upstream(reply: &'static [u8]) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let upstream = listener.local_addr().expect("addr");
+    let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -1155,12 +1154,18 @@ async fn response_carries_the_gateway_s_http_version_not_the_upstream_s() {
                         Ok(n) => seen.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = stream
-                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    .await;
+                let _ = stream.write_all(reply).await;
             });
         }
     });
+    addr
+}
+
+/// An HTTP/1.0 upstream's reply reaches an HTTP/1.1 client as HTTP/1.1: the status line is
+/// the gateway's, not the upstream's.
+#[tokio::test]
+async fn response_carries_the_gateway_s_http_version_not_the_upstream_s() {
+    let upstream = raw_reply_upstream(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
     let gw = simple_gateway(upstream, |_| {}).await;
     let (stream, head) = raw_exchange(
         gw,
@@ -1192,27 +1197,10 @@ async fn absolute_form_with_a_non_http_scheme_gets_400() {
 /// nothing saying so; it is an upstream protocol error instead.
 #[tokio::test]
 async fn upstream_transfer_codings_other_than_chunked_get_502() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let upstream = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-                    )
-                    .await;
-            });
-        }
-    });
+    let upstream = raw_reply_upstream(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
     let gw = simple_gateway(upstream, |_| {}).await;
     let (_stream, head) = raw_exchange(gw, "GET / HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 502"), "{head}");
